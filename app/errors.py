@@ -1,0 +1,158 @@
+"""Errors the gateway answers with, and how they are rendered.
+
+    GatewayError                      status  type                    code
+    ├── InvalidRequest                400     invalid_request_error   invalid_request (or a specific one)
+    ├── AuthenticationFailed          401     invalid_request_error   invalid_api_key
+    ├── InsufficientBalance           402     insufficient_balance    insufficient_balance
+    ├── ModelNotAllowed               403     permission_error        model_not_allowed
+    ├── NotFound                      404     invalid_request_error   not_found
+    │   └── ModelNotFound             404     invalid_request_error   model_not_found (param "model")
+    ├── PayloadTooLarge               413     invalid_request_error   request_too_large
+    ├── RateLimited                   429     rate_limit_error        rate_limit_exceeded (+ Retry-After)
+    ├── MonthlyQuotaExceeded          429     insufficient_quota      monthly_quota_exceeded (x-should-retry: false)
+    ├── ContentPolicyViolation        451     content_policy_violation content_policy_violation
+    ├── InternalError                 500     api_error               internal_error
+    ├── UpstreamError                 502     upstream_error          upstream_error
+    ├── ServiceUnavailable            503     service_unavailable     service_unavailable
+    └── UpstreamTimeout               504     timeout_error           upstream_timeout
+
+Every error leaves in the envelope of the API the client speaks: OpenAI's
+``{"error": {"message", "type", "param", "code"}}`` (all four keys, plus ``fallback_suggestion`` when
+there is one) or Anthropic's ``{"type": "error", "error": {"type", "message"}, "request_id"}``.
+Messages are written by the gateway; upstream bodies are never copied into them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import orjson
+
+
+class GatewayError(Exception):
+    status: ClassVar[int] = 500
+    type: ClassVar[str] = "api_error"
+    default_code: ClassVar[str | None] = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        fallback_suggestion: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.default_code
+        self.headers = headers or {}
+        self.fallback_suggestion = fallback_suggestion
+
+    def openai_body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        if self.fallback_suggestion:
+            error["fallback_suggestion"] = self.fallback_suggestion
+        return {"error": error}
+
+
+class InvalidRequest(GatewayError):
+    status = 400
+    type = "invalid_request_error"
+    default_code = "invalid_request"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    default_code = "invalid_api_key"
+
+
+class InsufficientBalance(GatewayError):
+    status = 402
+    type = "insufficient_balance"
+    default_code = "insufficient_balance"
+
+
+class ModelNotAllowed(GatewayError):
+    status = 403
+    type = "permission_error"
+    default_code = "model_not_allowed"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+    default_code = "not_found"
+
+
+class ModelNotFound(NotFound):
+    default_code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        shown = model if len(model) <= 100 else model[:100] + "..."
+        super().__init__(
+            f"The model '{shown}' does not exist. GET /v1/models lists the available models.",
+            param="model",
+            fallback_suggestion="try different model",
+        )
+
+
+class PayloadTooLarge(GatewayError):
+    status = 413
+    type = "invalid_request_error"
+    default_code = "request_too_large"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    default_code = "rate_limit_exceeded"
+
+
+class MonthlyQuotaExceeded(GatewayError):
+    status = 429
+    type = "insufficient_quota"
+    default_code = "monthly_quota_exceeded"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This key has reached its monthly spending quota.",
+            headers={"x-should-retry": "false"},
+            fallback_suggestion="wait for the next month or ask the operator to raise the quota",
+        )
+
+
+class ContentPolicyViolation(GatewayError):
+    status = 451
+    type = "content_policy_violation"
+    default_code = "content_policy_violation"
+
+
+class InternalError(GatewayError):
+    status = 500
+    type = "api_error"
+    default_code = "internal_error"
+
+
+class UpstreamError(GatewayError):
+    status = 502
+    type = "upstream_error"
+    default_code = "upstream_error"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    default_code = "service_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    type = "timeout_error"
+    default_code = "upstream_timeout"
+
+
+def openai_error_bytes(error: GatewayError) -> bytes:
+    return orjson.dumps(error.openai_body())

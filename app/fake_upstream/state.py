@@ -1,0 +1,66 @@
+"""The fake upstream's mutable state: the script queue, named scripts and recorded requests.
+
+Rules this module owns:
+
+- Selection: a marker name picks the named script (not consumed; an unknown name is a `LookupError`);
+  otherwise the head of the FIFO queue is popped; otherwise the caller's default applies (None).
+- Every method takes one lock, so tests in another thread (`FakeUpstreamThread`) may call them while
+  the server's event loop uses them. No method awaits while holding it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any, TypedDict
+
+from app.fake_upstream.script import Script
+
+
+class RecordedRequest(TypedDict):
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: Any
+
+
+class State:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[Script] = deque()
+        self._named: dict[str, Script] = {}
+        self._requests: list[RecordedRequest] = []
+
+    def enqueue(self, scripts: list[Script]) -> int:
+        """Append scripts to the queue; returns the queue length."""
+        with self._lock:
+            self._queue.extend(scripts)
+            return len(self._queue)
+
+    def set_named(self, name: str, script: Script) -> None:
+        with self._lock:
+            self._named[name] = script
+
+    def select(self, marker: str | None) -> Script | None:
+        with self._lock:
+            if marker is not None:
+                script = self._named.get(marker)
+                if script is None:
+                    raise LookupError(f"fake upstream has no named script {marker!r} (PUT /_control/named/{marker})")
+                return script
+            return self._queue.popleft() if self._queue else None
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._queue.clear()
+            self._named.clear()
+            self._requests.clear()

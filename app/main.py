@@ -1,0 +1,122 @@
+"""The ASGI application: ``create_app(settings)`` wires routes, error rendering and the lifespan."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.anthropic.errors import error_body as anthropic_error_body
+from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge
+from app.gateway import Gateway
+from app.json import json_response
+from app.routes import admin, health, openai
+from app.settings import Settings
+
+log = logging.getLogger("seedgate")
+
+# the status an Anthropic client gets for a gateway status (PROTOCOL.md 3.5 / 3.7)
+_ANTHROPIC_STATUS = {502: 500, 503: 529}
+
+
+class RequestContext:
+    """Pure ASGI middleware: a request id for every request, and the body size cap on received bytes."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = "req_" + secrets.token_hex(12)
+        scope.setdefault("state", {})["request_id"] = request_id
+        limit = self.max_body_bytes
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def wants_anthropic(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/v1/messages") or (path.startswith("/v1/models") and "anthropic-version" in request.headers)
+
+
+def render_error(request: Request, error: GatewayError) -> Response:
+    request_id = getattr(request.state, "request_id", None)
+    headers = {**error.headers}
+    if request_id:
+        headers["x-request-id"] = request_id
+    if wants_anthropic(request):
+        status = _ANTHROPIC_STATUS.get(error.status, error.status)
+        return json_response(anthropic_error_body(status, error.message, request_id), status, headers)
+    return json_response(error.openai_body(), error.status, headers)
+
+
+async def _gateway_error(request: Request, exc: Exception) -> Response:
+    exc = cast(GatewayError, exc)
+    return render_error(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    exc = cast(RequestValidationError, exc)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(p) for p in first.get("loc", ())) or None
+    return render_error(request, InvalidRequest(f"{where}: {first.get('msg', 'invalid value')}", param=where))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    exc = cast(StarletteHTTPException, exc)
+    if exc.status_code == 404:
+        return render_error(request, NotFound(f"No route for {request.method} {request.url.path}."))
+    error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")
+    response = render_error(request, error)
+    response.status_code = exc.status_code
+    return response
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return render_error(request, InternalError("The gateway hit an internal error; it has been logged."))
+
+
+def create_app(settings: Settings, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        gateway = await Gateway.start(settings, transports=transports)
+        app.state.gateway = gateway
+        try:
+            yield {"gateway": gateway}
+        finally:
+            await gateway.drain(settings.server.shutdown_grace_seconds)
+            await gateway.aclose()
+
+    app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(health.router)
+    app.include_router(openai.router)
+    app.include_router(admin.router)
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+    app.add_middleware(RequestContext, max_body_bytes=settings.server.max_body_bytes)
+    return app

@@ -1,0 +1,293 @@
+"""THE request flow. Only this module knows the order of the steps:
+
+    per-IP limit -> auth -> resolve model + access -> validate -> per-key limits
+    -> reserve money -> upstream call -> relay (stream) or answer -> settle (or release) -> log
+
+Every step raises a ``GatewayError`` on refusal; the route's dialect renders it. Once money is
+reserved, the ``Ticket`` guarantees exactly one settle-or-release on every path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+import orjson
+from starlette.responses import Response
+
+from app.catalog import CatalogModel
+from app.chat_request import ChatRequest
+from app.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelNotFound,
+    RateLimited,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from app.gateway import Gateway
+from app.keys import KeyRecord
+from app.limits import ratelimit_headers
+from app.metering import TokenUsage, estimate_prompt_tokens, text_tokens
+from app.relay import Dialect, Relay, UpstreamEvents
+from app.streaming import RelayResponse
+from app.ticket import Plan, Ticket
+from app.upstream import UpstreamFailure, classify_error, is_policy_code
+from app.usage import record_policy_event
+
+HEARTBEAT_SECONDS = 15.0
+
+log = logging.getLogger("seedgate.request")
+
+
+@dataclass(slots=True)
+class Call:
+    """What the route extracted from the HTTP request."""
+
+    request_id: str
+    client_ip: str
+    api_key: str | None
+    body: bytes
+    started: float
+
+    @classmethod
+    def new(cls, *, client_ip: str, api_key: str | None, body: bytes = b"") -> Call:
+        return cls("req_" + secrets.token_hex(12), client_ip, api_key, body, time.perf_counter())
+
+
+class Frontend(Protocol):
+    """One client-facing API (OpenAI chat completions, Anthropic messages) over the same flow."""
+
+    endpoint: str
+
+    def model_name(self, body: Any) -> str: ...
+    def parse(self, body: Any) -> ChatRequest: ...
+    def render(self, chat: dict[str, Any], raw: bytes, ticket: Ticket) -> bytes: ...
+    def dialect(self, request: ChatRequest, ticket: Ticket) -> Dialect: ...
+
+
+async def check_ip(gw: Gateway, call: Call) -> None:
+    per_ip = gw.settings.limits.per_ip
+    decision = await gw.limiter.hit(f"ip:{call.client_ip}", limit=per_ip.requests, window_seconds=per_ip.window_seconds)
+    if not decision.allowed:
+        raise RateLimited(
+            "Too many requests from this address; slow down.",
+            headers=ratelimit_headers(decision),
+            fallback_suggestion=f"retry after {max(1, round(decision.retry_after))} seconds",
+        )
+
+
+async def authenticate(gw: Gateway, call: Call) -> KeyRecord:
+    if not call.api_key:
+        raise AuthenticationFailed("Missing API key. Send 'Authorization: Bearer sk-...' or 'x-api-key: sk-...'.")
+    key = await gw.keys.lookup(call.api_key)
+    if key is None:
+        raise AuthenticationFailed("Invalid API key.")
+    if key.revoked:
+        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+    if key.expired(datetime.now(UTC)):
+        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    return key
+
+
+def resolve_model(gw: Gateway, name: str, key: KeyRecord) -> CatalogModel:
+    model = gw.catalog.resolve(name)
+    if model is None:
+        raise ModelNotFound(name)
+    if key.models is not None and model.id not in key.models:
+        raise ModelNotAllowed(f"This API key may not use the model '{model.id}'.", param="model")
+    return model
+
+
+def plan_request(gw: Gateway, model: CatalogModel, request: ChatRequest) -> Plan:
+    prompt = min(estimate_prompt_tokens(request.body["messages"], request.body.get("tools")), model.context_window)
+    max_output = min(request.max_output_tokens or model.max_output_tokens, model.max_output_tokens)
+    margin = 1 + gw.settings.billing.prompt_margin
+    prices = model.prices
+    prompt_cost = prompt * max(prices.input, prices.cached_input)
+    hold = int(prompt_cost * margin) + max_output * request.n * prices.output
+    return Plan(prompt_tokens=prompt, max_output_tokens=max_output, hold_amount=hold, prompt_cost=prompt_cost)
+
+
+async def limit_key(gw: Gateway, key: KeyRecord, plan: Plan) -> tuple[str, dict[str, str]]:
+    """Per-key requests/min, tokens/min and concurrency; returns the concurrency bucket and headers."""
+    defaults = gw.settings.limits.key_defaults
+    rpm = await gw.limiter.hit(f"rpm:{key.id}", limit=key.rpm or defaults.rpm, window_seconds=60)
+    if not rpm.allowed:
+        raise RateLimited("This key's requests-per-minute limit is reached.", headers=ratelimit_headers(rpm))
+    tpm = await gw.limiter.hit(
+        f"tpm:{key.id}", limit=key.tpm or defaults.tpm, window_seconds=60, cost=plan.prompt_tokens
+    )
+    if not tpm.allowed:
+        raise RateLimited("This key's tokens-per-minute limit is reached.", headers=ratelimit_headers(tpm))
+    bucket = f"conc:{key.id}"
+    limit = key.max_concurrent or defaults.max_concurrent
+    if not await gw.limiter.acquire(bucket, limit=limit, ttl_seconds=gw.settings.billing.hold_ttl_seconds):
+        raise RateLimited(f"This key already has {limit} requests running.", headers={"retry-after": "1"})
+    headers = {
+        "x-ratelimit-limit-requests": str(rpm.limit),
+        "x-ratelimit-remaining-requests": str(rpm.remaining),
+        "x-ratelimit-limit-tokens": str(tpm.limit),
+        "x-ratelimit-remaining-tokens": str(tpm.remaining),
+    }
+    return bucket, headers
+
+
+def upstream_body(request: ChatRequest, model: CatalogModel, plan: Plan) -> dict[str, Any]:
+    body = dict(request.body)
+    body["model"] = model.target.upstream_model
+    # max_completion_tokens bounds answer AND reasoning on Ark, so the hold is a true worst case
+    body["max_completion_tokens"] = plan.max_output_tokens
+    if request.n != 1:
+        body["n"] = request.n
+    if request.stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def handle_chat(gw: Gateway, call: Call, frontend: Frontend) -> Response:
+    if gw.lifecycle.draining:
+        raise ServiceUnavailable("The gateway is shutting down; retry on another instance.")
+    await check_ip(gw, call)
+    key = await authenticate(gw, call)
+    body = parse_json(call.body)
+    model = resolve_model(gw, frontend.model_name(body), key)
+    request = frontend.parse(body)
+    plan = plan_request(gw, model, request)
+    bucket, headers = await limit_key(gw, key, plan)
+    gw.lifecycle.enter()
+    ticket = Ticket(gw, call.request_id, key, model, plan, frontend.endpoint, request.stream, call.started)
+    ticket.concurrency_bucket = bucket
+    headers["x-request-id"] = call.request_id
+    try:
+        ticket.hold = await gw.ledger.reserve(
+            key_id=key.id,
+            request_id=call.request_id,
+            model=model.id,
+            amount=plan.hold_amount,
+            prompt_tokens_estimate=plan.prompt_tokens,
+            prompt_cost_estimate=plan.prompt_cost,
+        )
+        ticket.target = model.target
+        upstream = gw.upstreams[ticket.target.upstream]
+        response = await upstream.open(upstream_body(request, model, plan))
+        if request.stream:
+            return await start_stream(gw, ticket, response, frontend.dialect(request, ticket), headers)
+        return await answer(gw, ticket, response, frontend, headers)
+    except UpstreamFailure as failure:
+        if failure.policy:
+            await _record_policy(gw, ticket, failure.upstream_code)
+        await asyncio.shield(ticket.abort(f"upstream {failure.upstream_status or failure.error.status}"))
+        raise failure.error from None
+    except BaseException as exc:
+        await asyncio.shield(ticket.abort(type(exc).__name__))
+        raise
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.") from None
+
+
+async def answer(
+    gw: Gateway, ticket: Ticket, response: httpx.Response, frontend: Frontend, headers: dict[str, str]
+) -> Response:
+    """Non-stream: read the whole upstream answer, settle, then reply."""
+    upstream = gw.upstreams[ticket.target.upstream] if ticket.target else None
+    total = upstream.settings.total_timeout if upstream else 900.0
+    try:
+        async with asyncio.timeout(total):
+            raw = await response.aread()
+    except (TimeoutError, httpx.TimeoutException):
+        raise UpstreamTimeout("The upstream service timed out.") from None
+    except httpx.HTTPError:
+        raise UpstreamError("The upstream connection broke while reading the answer.") from None
+    finally:
+        await response.aclose()
+    try:
+        chat = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        chat = None
+    if not isinstance(chat, dict) or not isinstance(chat.get("choices"), list):
+        if isinstance(chat, dict) and "error" in chat:
+            raise classify_error(ticket.target.upstream if ticket.target else "?", 500, raw)
+        raise UpstreamError("The upstream service sent an unreadable answer.")
+    usage = TokenUsage.from_openai(chat.get("usage"))
+    await ticket.finish(usage, status="ok", partial=False, output_tokens=_answer_tokens(chat))
+    if _policy_hit(chat):
+        await _record_policy(gw, ticket, "content_filter")
+    return Response(frontend.render(chat, raw, ticket), media_type="application/json", headers=headers)
+
+
+async def start_stream(
+    gw: Gateway, ticket: Ticket, response: httpx.Response, dialect: Dialect, headers: dict[str, str]
+) -> Response:
+    """Stream: wait for the upstream's first event, then hand the ticket to the relay."""
+    upstream = gw.upstreams[ticket.target.upstream] if ticket.target else None
+    deadline = asyncio.get_running_loop().time() + (upstream.settings.total_timeout if upstream else 900.0)
+    events = UpstreamEvents(response, deadline=deadline)
+
+    async def on_finish(outcome: Any) -> None:
+        consumed = outcome.usage is not None or outcome.output_tokens > 0 or outcome.status == "client_disconnected"
+        if outcome.complete or consumed:
+            await ticket.finish(
+                outcome.usage, status=outcome.status, partial=not outcome.complete, output_tokens=outcome.output_tokens
+            )
+        else:
+            await ticket.abort(outcome.status)
+
+    relay = Relay(events, dialect, on_finish=on_finish, heartbeat_interval=HEARTBEAT_SECONDS)
+    try:
+        error = await relay.prime()
+    except BaseException:
+        await asyncio.shield(events.aclose())
+        raise
+    if error is not None:
+        await events.aclose()
+        raise error
+    return RelayResponse(relay, headers=headers)
+
+
+def _answer_tokens(chat: dict[str, Any]) -> int:
+    total = 0
+    for choice in chat.get("choices") or ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict):
+            for field in ("content", "reasoning_content"):
+                if isinstance(message.get(field), str):
+                    total += text_tokens(message[field])
+    return total
+
+
+def _policy_hit(chat: dict[str, Any]) -> bool:
+    for choice in chat.get("choices") or ():
+        if isinstance(choice, dict) and (
+            choice.get("finish_reason") == "content_filter" or choice.get("moderation_hit_type")
+        ):
+            return True
+    return False
+
+
+async def _record_policy(gw: Gateway, ticket: Ticket, code: str | None) -> None:
+    try:
+        await record_policy_event(
+            gw.db, request_id=ticket.request_id, key_id=ticket.key.id, model=ticket.model.id, code=code, message=None
+        )
+    except Exception:
+        # a lost audit row must not turn the client's answer into a 500
+        log.exception("could not record policy event")
+
+
+__all__ = ["Call", "Frontend", "GatewayError", "handle_chat", "is_policy_code"]

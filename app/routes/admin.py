@@ -1,0 +1,116 @@
+"""The admin API under ``/admin``: deny by default, every route needs the master key."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+
+from app import accounts
+from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
+from app.deps import AdminDep, GatewayDep
+from app.errors import InvalidRequest, NotFound
+from app.json import json_response
+from app.usage import list_policy_events, list_usage
+
+router = APIRouter(prefix="/admin", dependencies=[AdminDep])
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    try:
+        data = orjson.loads(await request.body())
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or None
+        raise InvalidRequest(f"{where or 'body'}: {first['msg']}", param=where) from None
+
+
+def _found(view: dict[str, Any] | None, key_id: str) -> dict[str, Any]:
+    if view is None:
+        raise NotFound(f"No key with id '{key_id}'.", param="id")
+    return view
+
+
+@router.post("/keys")
+async def create_key(request: Request, gateway: GatewayDep) -> Response:
+    spec = await _body(request, KeyCreate)
+    try:
+        created = await accounts.create_key(gateway.db, gateway.catalog, spec)
+    except AccountError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return json_response(created, status_code=201)
+
+
+@router.get("/keys")
+async def list_keys(
+    gateway: GatewayDep, limit: int = Query(1000, ge=1, le=1000), offset: int = Query(0, ge=0)
+) -> Response:
+    return json_response({"object": "list", "data": await accounts.list_keys(gateway.db, limit=limit, offset=offset)})
+
+
+@router.get("/keys/{key_id}")
+async def show_key(key_id: str, gateway: GatewayDep) -> Response:
+    return json_response(_found(await accounts.get_key(gateway.db, key_id), key_id))
+
+
+@router.patch("/keys/{key_id}")
+async def update_key(key_id: str, request: Request, gateway: GatewayDep) -> Response:
+    spec = await _body(request, KeyUpdate)
+    _found(await accounts.get_key(gateway.db, key_id), key_id)
+    try:
+        view = await accounts.update_key(gateway.db, gateway.catalog, gateway.keys, key_id, spec)
+    except AccountError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return json_response(_found(view, key_id))
+
+
+@router.post("/keys/{key_id}/topup")
+async def topup_key(key_id: str, request: Request, gateway: GatewayDep) -> Response:
+    spec = await _body(request, TopUp)
+    try:
+        view = await accounts.topup_key(gateway.db, gateway.ledger, key_id, spec)
+    except AccountError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return json_response(_found(view, key_id))
+
+
+@router.delete("/keys/{key_id}")
+async def revoke_key(key_id: str, gateway: GatewayDep) -> Response:
+    _found(await accounts.get_key(gateway.db, key_id), key_id)
+    await gateway.keys.revoke(key_id)
+    return json_response(_found(await accounts.get_key(gateway.db, key_id), key_id))
+
+
+@router.get("/usage")
+async def usage(
+    gateway: GatewayDep,
+    key_id: str | None = None,
+    limit: int = Query(1000, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> Response:
+    rows = await list_usage(gateway.db, key_id=key_id, limit=limit, offset=offset)
+    return json_response({"object": "list", "data": rows})
+
+
+@router.get("/policy-events")
+async def policy_events(
+    gateway: GatewayDep, key_id: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> Response:
+    return json_response({"object": "list", "data": await list_policy_events(gateway.db, key_id=key_id, limit=limit)})
+
+
+@router.get("/ledger")
+async def ledger_totals(gateway: GatewayDep) -> Response:
+    """Totals behind the ledger invariant ``topups == available + held + charges`` (exact units of 1e-12 USD)."""
+    totals = await accounts.ledger_totals(gateway.db)
+    totals["balanced"] = totals["topups"] == totals["available"] + totals["held"] + totals["charges"]
+    return json_response(totals)

@@ -1,0 +1,33 @@
+"""Probes: ``HEAD /`` and ``HEAD /api/hello`` for Claude Code, ``/healthz`` (alive), ``/readyz`` (taking traffic)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.deps import GatewayDep
+from app.json import json_response
+
+router = APIRouter()
+
+
+@router.api_route("/", methods=["GET", "HEAD"])
+async def root() -> Response:
+    return json_response({"service": "seedgate", "status": "ok"})
+
+
+@router.api_route("/api/hello", methods=["GET", "HEAD"])
+async def hello() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(gateway: GatewayDep) -> Response:
+    if gateway.lifecycle.draining:
+        return json_response({"status": "draining"}, status_code=503)
+    return json_response({"status": "ready", "inflight": gateway.lifecycle.inflight})

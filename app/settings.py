@@ -1,0 +1,220 @@
+"""Configuration: one ``Settings`` object, built once at start-up.
+
+Precedence, highest first: environment variables ``SEEDGATE_<SECTION>__<FIELD>``, then the YAML file
+(``--config PATH`` or ``SEEDGATE_CONFIG``), then the defaults below. ``${VAR}`` and ``${VAR:-default}``
+inside YAML values are replaced from the environment before validation. Secrets are ``SecretStr`` so
+they never show up in a repr or a log line.
+
+Start-up refuses (``ConfigError``) an invalid file, a short or example master key (a missing one is
+only tolerated in demo mode, where an ephemeral key is generated), an unknown upstream name, and two
+models claiming the same name or alias.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+MIN_MASTER_KEY_LENGTH = 24
+_EXAMPLE_MASTER_KEYS = {"change-me", "changeme", "example", "sk-admin", "master-key", "secret", "password"}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says why, without secret values."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    workers: int = Field(default=1, ge=1)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    instance_id: str | None = None
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///./seedgate.db"
+    echo: bool = False
+
+
+class AdminSettings(_Section):
+    master_key: SecretStr = SecretStr("")
+
+
+class AuthSettings(_Section):
+    cache_ttl_seconds: float = Field(default=2.0, ge=0, le=30)
+
+
+class UpstreamSettings(_Section):
+    name: str = Field(min_length=1)
+    base_url: str = Field(min_length=1)
+    api_key: SecretStr = SecretStr("")
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=300.0, gt=0)  # idle time between bytes; reasoning models think long
+    total_timeout: float = Field(default=900.0, gt=0)
+    max_connections: int = Field(default=200, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class PriceSettings(_Section):
+    input: Decimal = Field(ge=0)
+    output: Decimal = Field(ge=0)
+    cached_input: Decimal | None = Field(default=None, ge=0)
+
+
+class ModelSettings(_Section):
+    id: str = Field(min_length=1)
+    upstream: str
+    upstream_model: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    context_window: int = Field(default=262_144, gt=0)
+    max_output_tokens: int = Field(default=32_768, gt=0)
+    price: PriceSettings
+    features: list[str] = Field(default_factory=list)
+    owned_by: str = "seedgate"
+    created: int = 1_739_577_600  # 2025-02-15, the Seed 2.0 release used in the example catalog
+
+
+class RateWindow(_Section):
+    requests: int = Field(default=100, gt=0)
+    window_seconds: float = Field(default=10.0, gt=0)
+
+
+class KeyDefaults(_Section):
+    rpm: int = Field(default=600, gt=0)
+    tpm: int = Field(default=2_000_000, gt=0)
+    max_concurrent: int = Field(default=32, gt=0)
+
+
+class LimitsSettings(_Section):
+    per_ip: RateWindow = Field(default_factory=RateWindow)
+    key_defaults: KeyDefaults = Field(default_factory=KeyDefaults)
+    max_limiter_buckets: int = Field(default=100_000, gt=0)
+
+
+class BillingSettings(_Section):
+    prompt_margin: float = Field(default=0.1, ge=0)  # extra fraction reserved on top of the prompt estimate
+    hold_ttl_seconds: float = Field(default=3600.0, gt=0)
+    recovery_interval_seconds: float = Field(default=60.0, gt=0)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEEDGATE_", env_nested_delimiter="__", extra="forbid")
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    admin: AdminSettings = Field(default_factory=AdminSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    upstreams: list[UpstreamSettings] = Field(default_factory=list)
+    models: list[ModelSettings] = Field(default_factory=list)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    billing: BillingSettings = Field(default_factory=BillingSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # the YAML file arrives as init kwargs; the environment must win over it
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Settings:
+        names = [u.name for u in self.upstreams]
+        if len(set(names)) != len(names):
+            raise ValueError("two upstreams share a name")
+        for model in self.models:
+            if model.upstream not in names:
+                raise ValueError(f"model {model.id!r} names unknown upstream {model.upstream!r}")
+        return self
+
+    @property
+    def demo_mode(self) -> bool:
+        if self.demo is not None:
+            return self.demo
+        return not any(u.api_key.get_secret_value() for u in self.upstreams)
+
+
+def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.environ) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: environ.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [expand_env(item, environ) for item in value]
+    if isinstance(value, dict):
+        return {key: expand_env(item, environ) for key, item in value.items()}
+    return value
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate the configuration; raise ``ConfigError`` with a readable message."""
+    path = path or os.environ.get("SEEDGATE_CONFIG") or None
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        data = expand_env(raw)
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    check_master_key(settings)
+    return settings
+
+
+def check_master_key(settings: Settings) -> None:
+    key = settings.admin.master_key.get_secret_value()
+    if not key:
+        if settings.demo_mode:
+            return  # demo mode generates an ephemeral one and prints it
+        raise ConfigError("admin.master_key is not set (set SEEDGATE_ADMIN_KEY or SEEDGATE_ADMIN__MASTER_KEY)")
+    if len(key) < MIN_MASTER_KEY_LENGTH:
+        raise ConfigError(f"admin.master_key is too short: use at least {MIN_MASTER_KEY_LENGTH} random characters")
+    lowered = key.lower()
+    if lowered in _EXAMPLE_MASTER_KEYS or "change-me" in lowered or "example" in lowered or len(set(key)) < 8:
+        raise ConfigError("admin.master_key is an example or placeholder value: generate a random one")
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = ["invalid configuration:"]
+    for err in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
