@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -11,12 +12,14 @@ from typing import Any, cast
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.anthropic.errors import error_body as anthropic_error_body
 from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge
+from app.fake_upstream import FakeUpstream
 from app.gateway import Gateway
 from app.json import json_response
 from app.routes import admin, health, openai
@@ -54,6 +57,17 @@ class RequestContext:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+@asynccontextmanager
+async def demo_upstream(settings: Settings) -> AsyncIterator[Settings]:
+    """Demo mode: every upstream is the built-in fake one, started on a free loopback port."""
+    async with FakeUpstream("127.0.0.1", 0, echo=True, record_requests=False) as fake:
+        upstreams = [
+            u.model_copy(update={"base_url": fake.url, "api_key": SecretStr("demo")}) for u in settings.upstreams
+        ]
+        log.warning("DEMO MODE: answers come from the built-in fake upstream at %s", fake.url)
+        yield settings.model_copy(update={"upstreams": upstreams})
 
 
 def wants_anthropic(request: Request) -> bool:
@@ -99,16 +113,22 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return render_error(request, InternalError("The gateway hit an internal error; it has been logged."))
 
 
-def create_app(settings: Settings, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None, demo: bool = False
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        gateway = await Gateway.start(settings, transports=transports)
-        app.state.gateway = gateway
-        try:
-            yield {"gateway": gateway}
-        finally:
-            await gateway.drain(settings.server.shutdown_grace_seconds)
-            await gateway.aclose()
+        async with contextlib.AsyncExitStack() as stack:
+            effective = settings
+            if demo:
+                effective = await stack.enter_async_context(demo_upstream(settings))
+            gateway = await Gateway.start(effective, transports=transports)
+            app.state.gateway = gateway
+            try:
+                yield {"gateway": gateway}
+            finally:
+                await gateway.drain(settings.server.shutdown_grace_seconds)
+                await gateway.aclose()
 
     app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(health.router)

@@ -1,7 +1,8 @@
 """Configuration: one ``Settings`` object, built once at start-up.
 
 Precedence, highest first: environment variables ``SEEDGATE_<SECTION>__<FIELD>``, then the YAML file
-(``--config PATH`` or ``SEEDGATE_CONFIG``), then the defaults below. ``${VAR}`` and ``${VAR:-default}``
+(``--config PATH``, else ``SEEDGATE_CONFIG``, else the project's ``config.example.yaml``), then the
+defaults below. ``${VAR}`` and ``${VAR:-default}``
 inside YAML values are replaced from the environment before validation. Secrets are ``SecretStr`` so
 they never show up in a repr or a log line.
 
@@ -24,6 +25,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 MIN_MASTER_KEY_LENGTH = 24
 _EXAMPLE_MASTER_KEYS = {"change-me", "changeme", "example", "sk-admin", "master-key", "secret", "password"}
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config.example.yaml"
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -117,6 +119,10 @@ class BillingSettings(_Section):
     recovery_interval_seconds: float = Field(default=60.0, gt=0)
 
 
+class RedisSettings(_Section):
+    url: SecretStr | None = None  # e.g. redis://127.0.0.1:6379/0; shares limits across workers and hosts
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -133,6 +139,7 @@ class Settings(BaseSettings):
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
 
     @classmethod
@@ -178,6 +185,8 @@ def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.envir
 def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     """Load and validate the configuration; raise ``ConfigError`` with a readable message."""
     path = path or os.environ.get("SEEDGATE_CONFIG") or None
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
     data: dict[str, Any] = {}
     if path is not None:
         try:

@@ -122,7 +122,7 @@ class MessageStreamTranslator:
         choices = chunk.get("choices")
         for choice in choices if isinstance(choices, list) else []:
             # An Anthropic message has one choice: the first (n is never above 1 on this path).
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            if not isinstance(choice, dict) or choice.get("index") not in (0, None):
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):

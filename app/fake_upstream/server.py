@@ -32,6 +32,7 @@ from app.fake_upstream.wire import Request, WireError, full_response, read_reque
 
 _MAX_REQUESTS_PER_CONNECTION = 1_000_000
 _HANG_READ_LIMIT = 64 * 1024 * 1024
+_ACCEPT_SETTLE_TURNS = 10
 _MODEL_IDS = (
     "fake-model",
     "doubao-seed-2-0-pro-260215",
@@ -112,7 +113,10 @@ class FakeUpstream:
         if server is None:
             return
         server.close()
-        await asyncio.sleep(0)  # let connections accepted just before close() register themselves
+        # A connection accepted just before close() takes a few loop turns to reach _serve; let it
+        # register so it is cancelled (and its socket closed) below rather than outliving the server.
+        for _ in range(_ACCEPT_SETTLE_TURNS):
+            await asyncio.sleep(0)
         connections = list(self._connections)
         for task in connections:
             task.cancel()

@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -44,6 +45,11 @@ def test_thread_runner_stops_while_a_request_hangs() -> None:
     with FakeUpstreamThread() as fake, socket.create_connection(("127.0.0.1", fake.port), timeout=5.0) as client:
         fake.enqueue({"hang": True})
         client.sendall(REQUEST)
+        for _ in range(200):
+            if fake.requests:
+                break
+            time.sleep(0.01)
+        assert fake.requests
         fake.stop()
         assert client.recv(1024) == b""
 

@@ -47,7 +47,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def test_non_stream_answer_has_the_openai_shape(client: httpx.AsyncClient) -> None:
-    messages = [{"role": "system", "content": "s" * 20}, {"role": "user", "content": [{"type": "text", "text": "u" * 21}]}]
+    messages = [
+        {"role": "system", "content": "s" * 20},
+        {"role": "user", "content": [{"type": "text", "text": "u" * 21}]},
+    ]
     response = await client.post(CHAT, json={"model": "m-1", "messages": messages})
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"

@@ -51,8 +51,12 @@ def chunks(raw: bytes) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in data_lines(raw) if line != "[DONE]"]
 
 
-async def test_stream_events_come_in_protocol_order_with_usage_last(fake: FakeUpstream, client: httpx.AsyncClient) -> None:
-    fake.enqueue({"reasoning_chunks": ["Let ", "me think"], "content_chunks": ["Hel", "lo"], "usage": {"total_tokens": 9}})
+async def test_stream_events_come_in_protocol_order_with_usage_last(
+    fake: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    fake.enqueue(
+        {"reasoning_chunks": ["Let ", "me think"], "content_chunks": ["Hel", "lo"], "usage": {"total_tokens": 9}}
+    )
     raw = await raw_stream(client)
     assert raw.endswith(b"data: [DONE]\n\n")
     events = chunks(raw)

@@ -137,7 +137,11 @@ def test_assistant_blocks_become_one_assistant_message() -> None:
         "role": "assistant",
         "content": "I will read the file.",
         "tool_calls": [
-            {"id": "toolu_1", "type": "function", "function": {"name": "Read", "arguments": '{"file_path":"/a","limit":10}'}},
+            {
+                "id": "toolu_1",
+                "type": "function",
+                "function": {"name": "Read", "arguments": '{"file_path":"/a","limit":10}'},
+            },
             {"id": "toolu_2", "type": "function", "function": {"name": "Glob", "arguments": "{}"}},
         ],
         "reasoning_content": "Let me read it.",
@@ -225,7 +229,10 @@ def test_tools_become_function_tools_and_server_tools_are_skipped() -> None:
         )
     )
     assert chat["tools"] == [
-        {"type": "function", "function": {"name": "Read", "description": "Read a file", "parameters": {"type": "object"}}},
+        {
+            "type": "function",
+            "function": {"name": "Read", "description": "Read a file", "parameters": {"type": "object"}},
+        },
         {"type": "function", "function": {"name": "Bash", "parameters": {"type": "object", "properties": {}}}},
     ]
 
@@ -254,7 +261,9 @@ def test_disable_parallel_tool_use_turns_parallel_tool_calls_off() -> None:
 
 
 def test_tool_choice_without_function_tools_is_not_sent() -> None:
-    chat = messages_to_chat(body(tools=[{"type": "web_search_20250305", "name": "web_search"}], tool_choice={"type": "any"}))
+    chat = messages_to_chat(
+        body(tools=[{"type": "web_search_20250305", "name": "web_search"}], tool_choice={"type": "any"})
+    )
     assert "tools" not in chat
     assert "tool_choice" not in chat
 
@@ -363,10 +372,24 @@ _USER = {"role": "user", "content": "hi"}
         ({"messages": [{"role": "user", "content": [{"text": "no type"}]}]}, "messages.0.content.0"),
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages.0.content.0.text"),
         ({"messages": [{"role": "user", "content": [{"type": "tool_use"}]}]}, "messages.0.content.0.type"),
-        ({"messages": [_USER, {"role": "assistant", "content": [{"type": "tool_result"}]}]}, "messages.1.content.0.type"),
-        ({"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]}, "messages.0.content.0.source.type"),
+        (
+            {"messages": [_USER, {"role": "assistant", "content": [{"type": "tool_result"}]}]},
+            "messages.1.content.0.type",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image", "source": {"type": "file"}}]}]},
+            "messages.0.content.0.source.type",
+        ),
         ({"messages": [{"role": "user", "content": [{"type": "tool_result"}]}]}, "messages.0.content.0.tool_use_id"),
-        ({"messages": [_USER, {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": []}]}]}, "messages.1.content.0.input"),
+        (
+            {
+                "messages": [
+                    _USER,
+                    {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": []}]},
+                ]
+            },
+            "messages.1.content.0.input",
+        ),
         ({"system": 5}, "system"),
         ({"system": [{"type": "image"}]}, "system.0"),
         ({"temperature": 1.5}, "temperature"),

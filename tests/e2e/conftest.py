@@ -1,0 +1,64 @@
+"""End-to-end fixtures: a fake upstream thread and real gateway processes in a temp directory."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from app.fake_upstream import FakeUpstreamThread
+from tests.support.gateway import GatewayProcess, base_config, deep_merge
+
+StartGateway = Callable[..., GatewayProcess]
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[FakeUpstreamThread]:
+    fake = FakeUpstreamThread()
+    fake.start()
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def fake(upstream: FakeUpstreamThread) -> Iterator[FakeUpstreamThread]:
+    upstream.reset()
+    yield upstream
+    upstream.reset()
+
+
+@pytest.fixture(scope="session")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
+    """One gateway for the tests that need no special configuration (keys isolate them)."""
+    workdir = tmp_path_factory.mktemp("gw")
+    gateway = GatewayProcess(workdir, base_config(upstream.url, f"sqlite+aiosqlite:///{workdir}/seedgate.db"))
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.terminate()
+
+
+@pytest.fixture
+def gateway(shared_gateway: GatewayProcess, fake: FakeUpstreamThread) -> GatewayProcess:
+    return shared_gateway
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path, fake: FakeUpstreamThread) -> Iterator[StartGateway]:
+    """Start a dedicated gateway with config overrides; stopped at the end of the test."""
+    started: list[GatewayProcess] = []
+
+    def start(overrides: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> GatewayProcess:
+        config = deep_merge(base_config(fake.url, f"sqlite+aiosqlite:///{tmp_path}/seedgate.db"), overrides or {})
+        gateway = GatewayProcess(tmp_path, config, env=env)
+        started.append(gateway.start())
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.kill()
