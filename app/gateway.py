@@ -59,6 +59,7 @@ class Gateway:
     trusted: TrustedProxies
     instance_id: str
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    extensions: dict[str, object] = field(default_factory=dict)  # per-frontend state built on first use
     _background: asyncio.Task[None] | None = None
 
     @classmethod

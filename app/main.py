@@ -22,7 +22,7 @@ from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, Pa
 from app.fake_upstream import FakeUpstream
 from app.gateway import Gateway
 from app.json import json_response
-from app.routes import admin, health, openai
+from app.routes import admin, anthropic, health, openai
 from app.settings import Settings
 
 log = logging.getLogger("seedgate")
@@ -133,6 +133,7 @@ def create_app(
     app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(health.router)
     app.include_router(openai.router)
+    app.include_router(anthropic.router)
     app.include_router(admin.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

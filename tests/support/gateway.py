@@ -36,7 +36,7 @@ def base_config(upstream_url: str, db_url: str) -> dict[str, Any]:
                 "id": "doubao-seed-2.0-pro",
                 "upstream": "ark",
                 "upstream_model": "doubao-seed-2-0-pro-260215",
-                "aliases": ["claude-sonnet-4-5", "pro-latest"],
+                "aliases": ["claude-sonnet-4-6", "pro-latest"],
                 "context_window": 262144,
                 "max_output_tokens": 1000,
                 "price": {"input": 0.47, "output": 2.37, "cached_input": 0.09},

@@ -1,0 +1,89 @@
+"""The Anthropic Messages API as a pipeline frontend: translate in, run the same flow, translate out.
+
+Keys, limits, reservations and usage rows are exactly those of ``/v1/chat/completions``: only the
+shape of the request, the answer and the stream differs. Thinking blocks carry a gateway-made
+signature: HMAC-SHA256 of the thinking text under a key derived from the master key (clients send it
+back untouched; the gateway never needs to verify it, Ark does not check it).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from typing import Any
+
+import orjson
+
+from app.anthropic.errors import AnthropicRequestError, anthropic_status_for_upstream, error_type_for_status
+from app.anthropic.request import messages_to_chat
+from app.anthropic.response import chat_to_message
+from app.anthropic.stream import MessageStreamTranslator
+from app.chat_request import ChatRequest, parse_chat_request
+from app.errors import GatewayError, InvalidRequest
+from app.ticket import Ticket
+
+
+class Signer:
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(b"seedgate-thinking-signature:" + secret.encode()).digest()
+
+    def __call__(self, text: str) -> str:
+        digest = hmac.new(self._key, text.encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+        return base64.b64encode(digest).decode()
+
+
+def message_id(ticket: Ticket) -> str:
+    return "msg_" + ticket.request_id.removeprefix("req_")
+
+
+class AnthropicDialect:
+    """Relay output for Anthropic clients: each OpenAI chunk becomes Messages stream events."""
+
+    def __init__(self, translator: MessageStreamTranslator) -> None:
+        self._t = translator
+
+    def start(self) -> bytes:
+        return self._t.start()
+
+    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
+        return self._t.feed(chunk)
+
+    def done(self) -> bytes:
+        return self._t.finish()
+
+    def error(self, error: GatewayError) -> bytes:
+        status = anthropic_status_for_upstream(error.status) if error.status >= 500 else error.status
+        return self._t.fail(error_type_for_status(status), error.message)
+
+    def heartbeat(self) -> bytes:
+        return self._t.ping()
+
+
+class AnthropicMessages:
+    endpoint = "messages"
+
+    def __init__(self, signer: Signer) -> None:
+        self._sign = signer
+
+    def model_name(self, body: Any) -> str:
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not model.strip():
+            raise InvalidRequest("model: Field required", param="model")
+        return model
+
+    def parse(self, body: Any) -> ChatRequest:
+        try:
+            chat = messages_to_chat(body)
+        except AnthropicRequestError as exc:
+            raise InvalidRequest(exc.message, param=exc.param) from None
+        return parse_chat_request(chat)
+
+    def render(self, chat: dict[str, Any], raw: bytes, ticket: Ticket) -> bytes:
+        return orjson.dumps(
+            chat_to_message(chat, model=ticket.model.id, message_id=message_id(ticket), sign=self._sign)
+        )
+
+    def dialect(self, request: ChatRequest, ticket: Ticket) -> AnthropicDialect:
+        translator = MessageStreamTranslator(ticket.model.id, message_id(ticket), ticket.plan.prompt_tokens, self._sign)
+        return AnthropicDialect(translator)
