@@ -25,7 +25,8 @@ Usd = Annotated[Decimal, Field(ge=0)]
 
 
 def _printable(value: str) -> str:
-    if any(ord(c) < 32 or 0xD800 <= ord(c) <= 0xDFFF for c in value):
+    # C0, DEL and C1 controls (Unicode category Cc) and lone surrogates, which Postgres cannot store
+    if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise ValueError("must not contain control characters")
     return value
 

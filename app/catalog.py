@@ -34,6 +34,14 @@ def normalise(name: str) -> str:
 class Target:
     upstream: str
     upstream_model: str
+    weight: int = 1
+    priority: int = 1
+    read_timeout: float | None = None
+    total_timeout: float | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.upstream}/{self.upstream_model}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,10 +62,6 @@ class CatalogModel:
     max_output_tokens: int
     prices: Prices
     settings: ModelSettings
-
-    @property
-    def target(self) -> Target:
-        return self.targets[0]
 
 
 class Catalog:
@@ -82,7 +86,17 @@ class Catalog:
                 CatalogModel(
                     id=cfg.id,
                     aliases=tuple(cfg.aliases),
-                    targets=(Target(cfg.upstream, cfg.upstream_model or cfg.id),),
+                    targets=tuple(
+                        Target(
+                            t.upstream,
+                            t.upstream_model or cfg.upstream_model or cfg.id,
+                            t.weight,
+                            t.priority,
+                            cfg.read_timeout,
+                            cfg.total_timeout,
+                        )
+                        for t in cfg.target_list()
+                    ),
                     context_window=cfg.context_window,
                     max_output_tokens=min(cfg.max_output_tokens, cfg.context_window),
                     prices=Prices(

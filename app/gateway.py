@@ -20,6 +20,7 @@ from app.clientip import TrustedProxies
 from app.db import Database
 from app.keys import KeyStore
 from app.limits import Limiter, MemoryLimiter
+from app.routing import Router
 from app.settings import Settings
 from app.upstream import Upstream
 
@@ -56,6 +57,7 @@ class Gateway:
     ledger: Ledger
     limiter: Limiter
     upstreams: dict[str, Upstream]
+    router: Router
     trusted: TrustedProxies
     instance_id: str
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
@@ -69,6 +71,7 @@ class Gateway:
         instance_id = settings.server.instance_id or f"inst_{secrets.token_hex(8)}"
         db = Database(settings.database.url, echo=settings.database.echo)
         transports = transports or {}
+        upstreams = {u.name: Upstream(u, transport=transports.get(u.name)) for u in settings.upstreams}
         gateway = cls(
             settings=settings,
             db=db,
@@ -76,7 +79,8 @@ class Gateway:
             keys=KeyStore(db, cache_ttl=settings.auth.cache_ttl_seconds),
             ledger=Ledger(db, owner=instance_id, hold_ttl=settings.billing.hold_ttl_seconds),
             limiter=MemoryLimiter(max_buckets=settings.limits.max_limiter_buckets),
-            upstreams={u.name: Upstream(u, transport=transports.get(u.name)) for u in settings.upstreams},
+            upstreams=upstreams,
+            router=Router(settings.routing, upstreams),
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
             instance_id=instance_id,
         )

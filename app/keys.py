@@ -55,7 +55,8 @@ def well_formed(raw: str) -> bool:
     if len(raw) != KEY_LENGTH or not raw.startswith(KEY_PREFIX):
         return False
     body, check = raw[len(KEY_PREFIX) : -_CHECK_LEN], raw[-_CHECK_LEN:]
-    return all(c in _ALPHABET for c in body) and secrets.compare_digest(check, _checksum(body))
+    # the checksum characters too: compare_digest raises TypeError on non-ASCII strings
+    return all(c in _ALPHABET for c in body + check) and secrets.compare_digest(check, _checksum(body))
 
 
 def hash_key(raw: str) -> str:

@@ -16,6 +16,7 @@ from decimal import Decimal, InvalidOperation
 UNITS_PER_USD = 10**12
 UNITS_PER_TOKEN_PER_USD_PER_MILLION = 10**6
 MAX_BALANCE_UNITS = 1_000_000 * UNITS_PER_USD  # $1M per key keeps every sum far inside int64
+MAX_USD_DIGITS = 18  # amounts of 1e19 USD or more are refused: no column could hold them anyway
 
 
 class MoneyError(ValueError):
@@ -33,10 +34,24 @@ def usd_to_units(value: Decimal | str | int | float) -> int:
         raise MoneyError(f"not a decimal amount: {value!r}") from exc
     if not amount.is_finite():
         raise MoneyError("amount must be finite")
-    units = amount * UNITS_PER_USD
-    if units != units.to_integral_value():
-        raise MoneyError("amount has more than 12 decimal places")
-    return int(units)
+    # Integer arithmetic on the digits: Decimal multiplication rounds to 28 significant digits, which
+    # would silently drop the 13th decimal of a large amount (and overflow on a huge exponent).
+    sign, digits, exponent = amount.as_tuple()
+    coefficient = int("".join(map(str, digits)))
+    if coefficient == 0:
+        return 0
+    if amount.adjusted() > MAX_USD_DIGITS:
+        raise MoneyError("amount is too large")
+    shift = int(exponent) + 12  # units = coefficient * 10**shift
+    if shift < 0:
+        if -shift > len(digits):
+            raise MoneyError("amount has more than 12 decimal places")
+        coefficient, rest = divmod(coefficient, 10**-shift)
+        if rest:
+            raise MoneyError("amount has more than 12 decimal places")
+    else:
+        coefficient *= 10**shift
+    return -coefficient if sign else coefficient
 
 
 def units_to_usd(units: int) -> str:

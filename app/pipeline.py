@@ -44,7 +44,7 @@ from app.ticket import Plan, Ticket
 from app.upstream import UpstreamFailure, classify_error, is_policy_code
 from app.usage import record_policy_event
 
-HEARTBEAT_SECONDS = 15.0
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a non-stream answer larger than this is refused as broken
 
 log = logging.getLogger("seedgate.request")
 
@@ -143,8 +143,7 @@ async def limit_key(gw: Gateway, key: KeyRecord, plan: Plan) -> tuple[str, dict[
 
 
 def upstream_body(request: ChatRequest, model: CatalogModel, plan: Plan) -> dict[str, Any]:
-    body = dict(request.body)
-    body["model"] = model.target.upstream_model
+    body = dict(request.body)  # "model" is set per target by the router
     # max_completion_tokens bounds answer AND reasoning on Ark, so the hold is a true worst case
     body["max_completion_tokens"] = plan.max_output_tokens
     if request.n != 1:
@@ -178,12 +177,14 @@ async def handle_chat(gw: Gateway, call: Call, frontend: Frontend) -> Response:
             prompt_tokens_estimate=plan.prompt_tokens,
             prompt_cost_estimate=plan.prompt_cost,
         )
-        ticket.target = model.target
-        upstream = gw.upstreams[ticket.target.upstream]
-        response = await upstream.open(upstream_body(request, model, plan))
+        deadline = asyncio.get_running_loop().time() + total_timeout(gw, model)
+        body = upstream_body(request, model, plan)
+        ticket.target, response, attempts = await gw.router.open(model, lambda _target: body, deadline=deadline)
+        if attempts > 1:
+            headers["x-seedgate-attempts"] = str(attempts)
         if request.stream:
-            return await start_stream(gw, ticket, response, frontend.dialect(request, ticket), headers)
-        return await answer(gw, ticket, response, frontend, headers)
+            return await start_stream(ticket, response, frontend.dialect(request, ticket), headers, deadline)
+        return await answer(ticket, response, frontend, headers, deadline)
     except UpstreamFailure as failure:
         if failure.policy:
             await _record_policy(gw, ticket, failure.upstream_code)
@@ -201,15 +202,18 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidRequest("The request body is not valid JSON.") from None
 
 
+def total_timeout(gw: Gateway, model: CatalogModel) -> float:
+    first = model.targets[0]
+    return first.total_timeout or gw.upstreams[first.upstream].settings.total_timeout
+
+
 async def answer(
-    gw: Gateway, ticket: Ticket, response: httpx.Response, frontend: Frontend, headers: dict[str, str]
+    ticket: Ticket, response: httpx.Response, frontend: Frontend, headers: dict[str, str], deadline: float
 ) -> Response:
-    """Non-stream: read the whole upstream answer, settle, then reply."""
-    upstream = gw.upstreams[ticket.target.upstream] if ticket.target else None
-    total = upstream.settings.total_timeout if upstream else 900.0
+    """Non-stream: read the whole upstream answer (bounded), settle, then reply."""
     try:
-        async with asyncio.timeout(total):
-            raw = await response.aread()
+        async with asyncio.timeout_at(deadline):
+            raw = await read_bounded(response, MAX_ANSWER_BYTES)
     except (TimeoutError, httpx.TimeoutException):
         raise UpstreamTimeout("The upstream service timed out.") from None
     except httpx.HTTPError:
@@ -227,16 +231,14 @@ async def answer(
     usage = TokenUsage.from_openai(chat.get("usage"))
     await ticket.finish(usage, status="ok", partial=False, output_tokens=_answer_tokens(chat))
     if _policy_hit(chat):
-        await _record_policy(gw, ticket, "content_filter")
+        await _record_policy(ticket.gw, ticket, "content_filter")
     return Response(frontend.render(chat, raw, ticket), media_type="application/json", headers=headers)
 
 
 async def start_stream(
-    gw: Gateway, ticket: Ticket, response: httpx.Response, dialect: Dialect, headers: dict[str, str]
+    ticket: Ticket, response: httpx.Response, dialect: Dialect, headers: dict[str, str], deadline: float
 ) -> Response:
     """Stream: wait for the upstream's first event, then hand the ticket to the relay."""
-    upstream = gw.upstreams[ticket.target.upstream] if ticket.target else None
-    deadline = asyncio.get_running_loop().time() + (upstream.settings.total_timeout if upstream else 900.0)
     events = UpstreamEvents(response, deadline=deadline)
 
     async def on_finish(outcome: Any) -> None:
@@ -248,7 +250,8 @@ async def start_stream(
         else:
             await ticket.abort(outcome.status)
 
-    relay = Relay(events, dialect, on_finish=on_finish, heartbeat_interval=HEARTBEAT_SECONDS)
+    heartbeat = ticket.gw.settings.server.heartbeat_seconds
+    relay = Relay(events, dialect, on_finish=on_finish, heartbeat_interval=heartbeat)
     try:
         error = await relay.prime()
     except BaseException:
@@ -258,6 +261,15 @@ async def start_stream(
         await events.aclose()
         raise error
     return RelayResponse(relay, headers=headers)
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in response.aiter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            raise UpstreamError("The upstream answer is larger than the gateway accepts.")
+    return bytes(buf)
 
 
 def _answer_tokens(chat: dict[str, Any]) -> int:

@@ -68,7 +68,7 @@ class UpstreamEvents:
         decoder = SSEDecoder()
         try:
             async with asyncio.timeout_at(self._deadline):
-                async for raw in self._response.aiter_raw():
+                async for raw in self._response.aiter_bytes():
                     for event in decoder.feed(raw):
                         self._put(event.data)
                 for event in decoder.flush():

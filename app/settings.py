@@ -44,6 +44,7 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     workers: int = Field(default=1, ge=1)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    heartbeat_seconds: float = Field(default=15.0, gt=0)  # keepalive/ping while the upstream is silent
     instance_id: str | None = None
 
 
@@ -83,10 +84,22 @@ class PriceSettings(_Section):
     cached_input: Decimal | None = Field(default=None, ge=0)
 
 
+class TargetSettings(_Section):
+    """One place a model is served: an upstream, the model id it knows, and its share of traffic."""
+
+    upstream: str
+    upstream_model: str | None = None  # default: the model's upstream_model, else its id
+    weight: int = Field(default=1, gt=0)
+    priority: int = Field(default=1, ge=0)  # lower is tried first; weighted choice within a priority
+
+
 class ModelSettings(_Section):
     id: str = Field(min_length=1)
-    upstream: str
+    upstream: str | None = None
     upstream_model: str | None = None
+    targets: list[TargetSettings] = Field(default_factory=list)
+    read_timeout: float | None = Field(default=None, gt=0)  # overrides the upstream's idle timeout
+    total_timeout: float | None = Field(default=None, gt=0)
     aliases: list[str] = Field(default_factory=list)
     context_window: int = Field(default=262_144, gt=0)
     max_output_tokens: int = Field(default=32_768, gt=0)
@@ -94,6 +107,19 @@ class ModelSettings(_Section):
     features: list[str] = Field(default_factory=list)
     owned_by: str = "seedgate"
     created: int = 1_739_577_600  # 2025-02-15, the Seed 2.0 release used in the example catalog
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ModelSettings:
+        if self.upstream is None and not self.targets:
+            raise ValueError("give either 'upstream' or 'targets'")
+        if self.upstream is not None and self.targets:
+            raise ValueError("give either 'upstream' or 'targets', not both")
+        return self
+
+    def target_list(self) -> list[TargetSettings]:
+        if self.targets:
+            return self.targets
+        return [TargetSettings(upstream=self.upstream or "", upstream_model=self.upstream_model)]
 
 
 class RateWindow(_Section):
@@ -111,6 +137,14 @@ class LimitsSettings(_Section):
     per_ip: RateWindow = Field(default_factory=RateWindow)
     key_defaults: KeyDefaults = Field(default_factory=KeyDefaults)
     max_limiter_buckets: int = Field(default=100_000, gt=0)
+
+
+class RoutingSettings(_Section):
+    max_attempts: int = Field(default=3, ge=1, le=10)  # across targets, only while nothing was accepted
+    backoff_seconds: float = Field(default=0.2, ge=0)  # first retry; doubles, capped by max_backoff
+    max_backoff_seconds: float = Field(default=5.0, ge=0)
+    breaker_failures: int = Field(default=5, ge=1)  # consecutive failures that open a target's circuit
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
 
 
 class BillingSettings(_Section):
@@ -138,6 +172,7 @@ class Settings(BaseSettings):
     models: list[ModelSettings] = Field(default_factory=list)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     billing: BillingSettings = Field(default_factory=BillingSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
@@ -160,8 +195,9 @@ class Settings(BaseSettings):
         if len(set(names)) != len(names):
             raise ValueError("two upstreams share a name")
         for model in self.models:
-            if model.upstream not in names:
-                raise ValueError(f"model {model.id!r} names unknown upstream {model.upstream!r}")
+            for target in model.target_list():
+                if target.upstream not in names:
+                    raise ValueError(f"model {model.id!r} names unknown upstream {target.upstream!r}")
         return self
 
     @property

@@ -46,6 +46,8 @@ class UpstreamFailure(Exception):
     upstream_status: int | None = None
     upstream_code: str | None = None
     policy: bool = False
+    retry_after: float | None = None  # seconds the upstream asked us to wait (429/503)
+    attempts: int = 1
 
 
 class Upstream:
@@ -77,12 +79,22 @@ class Upstream:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def open(self, body: dict[str, Any]) -> httpx.Response:
+    async def open(self, body: dict[str, Any], *, read_timeout: float | None = None) -> httpx.Response:
         """Send a chat request; return the 200 response with its body not yet read.
 
         Raises ``UpstreamFailure`` for every other outcome, the response already closed.
+        ``read_timeout`` overrides the upstream's idle timeout (per model: reasoning models are slow).
         """
-        request = self.client.build_request("POST", self.url, content=orjson.dumps(body), headers=self._headers)
+        extensions = {}
+        if read_timeout is not None:
+            s = self.settings
+            timeout = httpx.Timeout(
+                connect=s.connect_timeout, read=read_timeout, write=s.connect_timeout, pool=s.connect_timeout
+            )
+            extensions["timeout"] = timeout.as_dict()
+        request = self.client.build_request(
+            "POST", self.url, content=orjson.dumps(body), headers=self._headers, extensions=extensions
+        )
         try:
             response = await self.client.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -96,7 +108,7 @@ class Upstream:
         if response.status_code == 200:
             return response
         try:
-            raw = await _read_bounded(response.aiter_raw(), MAX_ERROR_BODY)
+            raw = await _read_bounded(response.aiter_bytes(), MAX_ERROR_BODY)
         except httpx.HTTPError:
             raw = b""
         finally:
@@ -153,7 +165,7 @@ def classify_error(name: str, status: int, raw: bytes, retry_after: str | None =
         return UpstreamFailure(PayloadTooLarge("The request is too large for the upstream."), False, status, code)
     if status == 429:
         seconds = _retry_after_seconds(retry_after)
-        return UpstreamFailure(
+        failure = UpstreamFailure(
             RateLimited(
                 "The upstream service is rate limiting; retry shortly.",
                 code="upstream_rate_limited",
@@ -164,8 +176,12 @@ def classify_error(name: str, status: int, raw: bytes, retry_after: str | None =
             status,
             code,
         )
+        failure.retry_after = float(seconds)
+        return failure
     if status == 503:
-        return UpstreamFailure(ServiceUnavailable("The upstream service is temporarily unavailable."), True, status)
+        failure = UpstreamFailure(ServiceUnavailable("The upstream service is temporarily unavailable."), True, status)
+        failure.retry_after = float(_retry_after_seconds(retry_after)) if retry_after else None
+        return failure
     if status == 504:
         return UpstreamFailure(UpstreamTimeout("The upstream service timed out."), True, status)
     retryable = status >= 500
@@ -175,6 +191,6 @@ def classify_error(name: str, status: int, raw: bytes, retry_after: str | None =
 def _retry_after_seconds(value: str | None) -> int:
     try:
         seconds = int(float(value)) if value is not None else 1
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf" parses as a float but is no integer
         seconds = 1
     return min(max(seconds, 1), 60)

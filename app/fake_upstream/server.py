@@ -112,9 +112,12 @@ class FakeUpstream:
         server, self._server = self._server, None
         if server is None:
             return
+        # An accepted connection takes a few loop turns to reach _serve, and CPython 3.11 leaks one whose
+        # transport is created after Server.close(). Settling before and after close() lets every
+        # in-flight accept register, so it is cancelled (and its socket closed) below.
+        for _ in range(_ACCEPT_SETTLE_TURNS):
+            await asyncio.sleep(0)
         server.close()
-        # A connection accepted just before close() takes a few loop turns to reach _serve; let it
-        # register so it is cancelled (and its socket closed) below rather than outliving the server.
         for _ in range(_ACCEPT_SETTLE_TURNS):
             await asyncio.sleep(0)
         connections = list(self._connections)

@@ -4,6 +4,7 @@ Rules this module owns:
 
 - Selection: a marker name picks the named script (not consumed; an unknown name is a `LookupError`);
   otherwise the head of the FIFO queue is popped; otherwise the caller's default applies (None).
+- Only the most recent `MAX_RECORDED` requests are kept, so demo mode and long benchmarks stay bounded.
 - Every method takes one lock, so tests in another thread (`FakeUpstreamThread`) may call them while
   the server's event loop uses them. No method awaits while holding it.
 """
@@ -15,6 +16,8 @@ from collections import deque
 from typing import Any, TypedDict
 
 from app.fake_upstream.script import Script
+
+MAX_RECORDED = 10_000
 
 
 class RecordedRequest(TypedDict):
@@ -30,7 +33,7 @@ class State:
         self._lock = threading.Lock()
         self._queue: deque[Script] = deque()
         self._named: dict[str, Script] = {}
-        self._requests: list[RecordedRequest] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
 
     def enqueue(self, scripts: list[Script]) -> int:
         """Append scripts to the queue; returns the queue length."""

@@ -8,12 +8,12 @@ from app.fake_upstream.script import Script, ToolCall, split_words
 
 
 def test_from_dict_rejects_unknown_keys() -> None:
-    with pytest.raises(ValueError, match="unknown Script field.*contnet"):
+    with pytest.raises(ValueError, match=r"unknown Script field.*contnet"):
         Script.from_dict({"contnet": "typo"})
 
 
 def test_from_dict_rejects_unknown_tool_call_keys() -> None:
-    with pytest.raises(ValueError, match="unknown ToolCall field.*args"):
+    with pytest.raises(ValueError, match=r"unknown ToolCall field.*args"):
         Script.from_dict({"tool_calls": [{"id": "c", "name": "f", "args": "{}"}]})
 
 

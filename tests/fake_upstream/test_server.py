@@ -1,12 +1,10 @@
 """The fake upstream over real loopback HTTP: non-stream answers, selection, errors, control, framing."""
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from app.fake_upstream import DEFAULT_CONTENT, FakeUpstream, Script
@@ -38,12 +36,6 @@ async def answer_of(client: httpx.AsyncClient, text: str = "hi") -> str:
     response = await client.post(CHAT, json=chat_body(text))
     content: str = response.json()["choices"][0]["message"]["content"]
     return content
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-    return head, await reader.readexactly(length)
 
 
 async def test_non_stream_answer_has_the_openai_shape(client: httpx.AsyncClient) -> None:
@@ -243,50 +235,3 @@ async def test_control_rejects_bad_scripts_with_a_400(fake: FakeUpstream, client
     assert response.status_code == 400
     assert "bogus" in response.json()["error"]["message"]
     assert (await client.post(control(fake, "scripts"), json={"content": "x"})).status_code == 400
-
-
-async def test_keep_alive_serves_two_requests_on_one_connection(fake: FakeUpstream) -> None:
-    body = orjson.dumps(chat_body())
-    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
-    reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
-    try:
-        writer.write(request)
-        first_head, first = await read_response(reader)
-        writer.write(request)
-        _, second = await read_response(reader)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    assert b"connection: close" not in first_head.lower()
-    assert orjson.loads(first)["id"] != orjson.loads(second)["id"]
-    assert len(fake.requests) == 2
-
-
-async def test_close_connection_says_so_and_closes(fake: FakeUpstream) -> None:
-    fake.enqueue({"close_connection": True})
-    body = orjson.dumps(chat_body())
-    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
-    reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
-    try:
-        writer.write(request)
-        head, _ = await read_response(reader)
-        trailing = await asyncio.wait_for(reader.read(), timeout=2)
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    assert b"connection: close" in head.lower()
-    assert trailing == b""
-
-
-async def test_chunked_request_body_is_read(fake: FakeUpstream, client: httpx.AsyncClient) -> None:
-    encoded = orjson.dumps(chat_body("chunked please"))
-
-    async def pieces() -> AsyncIterator[bytes]:
-        for start in range(0, len(encoded), 10):
-            yield encoded[start : start + 10]
-
-    response = await client.post(CHAT, content=pieces(), headers={"content-type": "application/json"})
-    assert response.status_code == 200
-    record = fake.requests[0]
-    assert record["headers"]["transfer-encoding"] == "chunked"
-    assert record["body"] == chat_body("chunked please")

@@ -41,6 +41,12 @@ async def raw_stream(client: httpx.AsyncClient, include_usage: bool = True) -> b
         return await response.aread()
 
 
+async def read_into(client: httpx.AsyncClient, pieces: list[bytes]) -> None:
+    async with client.stream("POST", CHAT, json=stream_body()) as response:
+        async for piece in response.aiter_raw():
+            pieces.append(piece)
+
+
 def data_lines(raw: bytes) -> list[str]:
     """The `data:` payloads of a stream in order, whatever its line endings."""
     text = raw.decode().replace("\r\n", "\n").replace("\r", "\n")
@@ -111,11 +117,10 @@ async def test_reset_after_events_is_a_transport_error_without_done(
     fake: FakeUpstream, client: httpx.AsyncClient
 ) -> None:
     fake.enqueue({"reset_after_events": 2})
-    received = b""
-    with pytest.raises(httpx.TransportError):
-        async with client.stream("POST", CHAT, json=stream_body()) as response:
-            async for piece in response.aiter_raw():
-                received += piece
+    pieces: list[bytes] = []
+    with pytest.raises(httpx.ReadError):
+        await read_into(client, pieces)
+    received = b"".join(pieces)
     # Linux hands over bytes that arrived before the RST, so exactly the scripted events got through.
     assert len(data_lines(received)) == 2
     assert b"[DONE]" not in received
@@ -157,8 +162,8 @@ async def test_comments_come_after_every_n_events(fake: FakeUpstream, client: ht
 
 async def test_byte_by_byte_splits_utf8_characters_across_writes(fake: FakeUpstream, client: httpx.AsyncClient) -> None:
     fake.enqueue({"content": UNICODE, "byte_by_byte": True})
-    async with client.stream("POST", CHAT, json=stream_body()) as response:
-        pieces = [piece async for piece in response.aiter_raw()]
+    pieces: list[bytes] = []
+    await read_into(client, pieces)
     assert {len(piece) for piece in pieces} == {1}
     undecodable = 0
     for piece in pieces:
