@@ -114,3 +114,14 @@ async def ledger_totals(gateway: GatewayDep) -> Response:
     totals = await accounts.ledger_totals(gateway.db)
     totals["balanced"] = totals["topups"] == totals["available"] + totals["held"] + totals["charges"]
     return json_response(totals)
+
+
+@router.get("/upstreams")
+async def upstreams(gateway: GatewayDep) -> Response:
+    """Per target: circuit state, recent error rate and latency (targets appear after their first request)."""
+    configured = [
+        {"model": model.id, "target": t.key, "weight": t.weight, "priority": t.priority}
+        for model in gateway.catalog.models
+        for t in model.targets
+    ]
+    return json_response({"targets": configured, "health": gateway.router.snapshot()})

@@ -27,6 +27,11 @@ def chat_body(text: str = "hi") -> dict[str, Any]:
     return {"model": "m", "messages": [{"role": "user", "content": text}]}
 
 
+def chat_request() -> bytes:
+    body = orjson.dumps(chat_body())
+    return b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+
+
 async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
@@ -34,8 +39,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
 
 
 async def test_keep_alive_serves_two_requests_on_one_connection(fake: FakeUpstream) -> None:
-    body = orjson.dumps(chat_body())
-    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    request = chat_request()
     reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
     try:
         writer.write(request)
@@ -52,8 +56,7 @@ async def test_keep_alive_serves_two_requests_on_one_connection(fake: FakeUpstre
 
 async def test_close_connection_says_so_and_closes(fake: FakeUpstream) -> None:
     fake.enqueue({"close_connection": True})
-    body = orjson.dumps(chat_body())
-    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    request = chat_request()
     reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
     try:
         writer.write(request)

@@ -8,14 +8,18 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+import openai
 import yaml
 
 MASTER_KEY = "test-master-key-0123456789-abcdefghijkl"
 UPSTREAM_KEY = "upstream-secret-key-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -149,3 +153,84 @@ class GatewayProcess:
             response.raise_for_status()
             result: dict[str, Any] = response.json()
             return result
+
+
+# --- helpers shared by the end-to-end suites ---------------------------------------------------
+ERROR_KEYS = frozenset({"message", "type", "param", "code"})
+HELLO = [{"role": "user", "content": "hello"}]
+
+
+def openai_client(gateway: GatewayProcess, key: str, *, timeout: float = 20.0) -> openai.OpenAI:
+    """The official SDK as a client would configure it, without retries so every status is seen once."""
+    return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0, timeout=timeout)
+
+
+def api_client(gateway: GatewayProcess, key: str | None = None, *, timeout: float = 20.0) -> httpx.Client:
+    """Raw HTTP to the client API, for exact statuses, headers and bodies."""
+    headers = {"authorization": f"Bearer {key}"} if key is not None else {}
+    return httpx.Client(base_url=gateway.base_url, headers=headers, timeout=timeout)
+
+
+def chat_body(**fields: Any) -> dict[str, Any]:
+    return {"model": "doubao-seed-2.0-pro", "messages": HELLO, **fields}
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    """Assert an OpenAI error envelope with ``status``; return its ``error`` object."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert ERROR_KEYS <= set(error) <= ERROR_KEYS | {"fallback_suggestion"}, error
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    assert isinstance(error["type"], str)
+    assert error["param"] is None or isinstance(error["param"], str)
+    assert error["code"] is None or isinstance(error["code"], str)
+    return error
+
+
+def wait_until(check: Callable[[], T | None], *, timeout: float = 5.0, interval: float = 0.05) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout} s (last result: {result!r})")
+        time.sleep(interval)
+
+
+def assert_untouched(gateway: GatewayProcess, key_id: str, balance_usd: str) -> None:
+    """A refused request leaves the key as it was: same balance, nothing held or spent, no usage row."""
+    key = gateway.key(key_id)
+    assert (key["balance_usd"], key["held_usd"], key["spent_usd"]) == (balance_usd, "0.00", "0.00"), key
+    assert gateway.usage(key_id) == []
+
+
+def settled_rows(gateway: GatewayProcess, key_id: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Wait until the key has ``count`` usage rows and nothing held; return the rows."""
+
+    def check() -> list[dict[str, Any]] | None:
+        rows = gateway.usage(key_id)
+        if len(rows) >= count and gateway.key(key_id)["held_usd"] == "0.00":
+            return rows
+        return None
+
+    rows = wait_until(check, timeout=timeout)
+    assert len(rows) == count, rows
+    return rows
+
+
+def sse_data(text: str) -> list[str]:
+    """The ``data:`` payloads of an SSE body, in order (comments and blank lines dropped)."""
+    return [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def sqlite_path(gateway: GatewayProcess) -> Path:
+    url: str = gateway.config["database"]["url"]
+    prefix = "sqlite+aiosqlite:///"
+    assert url.startswith(prefix), url
+    return Path(url[len(prefix) :])
