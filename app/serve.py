@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic import SecretStr
 
 from app import accounts
@@ -88,19 +91,35 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
     if demo:
         demo_key = asyncio.run(_create_demo_key(settings))
         _banner(settings, demo_key)
-    config = uvicorn.Config(
-        create_app(settings, demo=demo),
-        host=server_cfg.host,
-        port=server_cfg.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=int(server_cfg.shutdown_grace_seconds) or None,
-    )
-    DrainingServer(config, settings).run()
+    options: dict[str, Any] = {
+        "host": server_cfg.host,
+        "port": server_cfg.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,
+        "timeout_graceful_shutdown": int(server_cfg.shutdown_grace_seconds) or None,
+    }
+    if server_cfg.workers > 1:
+        # each worker process rebuilds the same settings from this snapshot
+        os.environ[SETTINGS_ENV] = settings.model_dump_json()
+        os.environ[DEMO_ENV] = "1" if demo else ""
+        uvicorn.run("app.serve:worker_app", factory=True, workers=server_cfg.workers, **options)
+        return 0
+    DrainingServer(uvicorn.Config(create_app(settings, demo=demo), **options), settings).run()
     return 0
+
+
+SETTINGS_ENV = "SEEDGATE_WORKER_SETTINGS"
+DEMO_ENV = "SEEDGATE_WORKER_DEMO"
+
+
+def worker_app() -> FastAPI:
+    """App factory for ``--workers N``: settings come from the parent process, secrets included."""
+    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
+    configure_logging(settings.logging.level, _secrets(settings))
+    return create_app(settings, demo=bool(os.environ.get(DEMO_ENV)))
 
 
 def _banner(settings: Settings, demo_key: str) -> None:

@@ -94,10 +94,10 @@ def test_target_and_prices_come_from_settings(seed: Catalog) -> None:
     mini = seed.resolve("doubao-seed-2.0-mini")
     assert pro is not None
     assert mini is not None
-    assert pro.target == Target("ark", "doubao-seed-2-0-pro-260215")
+    assert pro.targets == (Target("ark", "doubao-seed-2-0-pro-260215"),)
     assert pro.prices == Prices(input=470_000, output=2_370_000, cached_input=90_000)
     # no upstream_model: the public id is sent; no cached price: cached input costs full input price
-    assert mini.target == Target("ark", "doubao-seed-2.0-mini")
+    assert mini.targets == (Target("ark", "doubao-seed-2.0-mini"),)
     assert mini.prices == Prices(input=140_000, output=690_000, cached_input=140_000)
 
 
