@@ -12,8 +12,6 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-import httpx
-
 from app.billing import Ledger
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
@@ -65,13 +63,10 @@ class Gateway:
     _background: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(
-        cls, settings: Settings, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None
-    ) -> Gateway:
+    async def start(cls, settings: Settings) -> Gateway:
         instance_id = settings.server.instance_id or f"inst_{secrets.token_hex(8)}"
         db = Database(settings.database.url, echo=settings.database.echo)
-        transports = transports or {}
-        upstreams = {u.name: Upstream(u, transport=transports.get(u.name)) for u in settings.upstreams}
+        upstreams = {u.name: Upstream(u) for u in settings.upstreams}
         gateway = cls(
             settings=settings,
             db=db,

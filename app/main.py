@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import SecretStr
@@ -113,16 +112,14 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return render_error(request, InternalError("The gateway hit an internal error; it has been logged."))
 
 
-def create_app(
-    settings: Settings, *, transports: dict[str, httpx.AsyncBaseTransport] | None = None, demo: bool = False
-) -> FastAPI:
+def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
             effective = settings
             if demo:
                 effective = await stack.enter_async_context(demo_upstream(settings))
-            gateway = await Gateway.start(effective, transports=transports)
+            gateway = await Gateway.start(effective)
             app.state.gateway = gateway
             try:
                 yield {"gateway": gateway}

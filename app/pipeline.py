@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import httpx
 import orjson
 from starlette.responses import Response
 
@@ -41,7 +40,14 @@ from app.metering import TokenUsage, estimate_prompt_tokens, text_tokens
 from app.relay import Dialect, Relay, UpstreamEvents
 from app.streaming import RelayResponse
 from app.ticket import Plan, Ticket
-from app.upstream import UpstreamFailure, classify_error, is_policy_code
+from app.upstream import (
+    UpstreamFailure,
+    UpstreamReadError,
+    UpstreamReadTimeout,
+    UpstreamResponse,
+    classify_error,
+    is_policy_code,
+)
 from app.usage import record_policy_event
 
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a non-stream answer larger than this is refused as broken
@@ -208,15 +214,15 @@ def total_timeout(gw: Gateway, model: CatalogModel) -> float:
 
 
 async def answer(
-    ticket: Ticket, response: httpx.Response, frontend: Frontend, headers: dict[str, str], deadline: float
+    ticket: Ticket, response: UpstreamResponse, frontend: Frontend, headers: dict[str, str], deadline: float
 ) -> Response:
     """Non-stream: read the whole upstream answer (bounded), settle, then reply."""
     try:
         async with asyncio.timeout_at(deadline):
             raw = await read_bounded(response, MAX_ANSWER_BYTES)
-    except (TimeoutError, httpx.TimeoutException):
+    except (TimeoutError, UpstreamReadTimeout):
         raise UpstreamTimeout("The upstream service timed out.") from None
-    except httpx.HTTPError:
+    except UpstreamReadError:
         raise UpstreamError("The upstream connection broke while reading the answer.") from None
     finally:
         await response.aclose()
@@ -236,7 +242,7 @@ async def answer(
 
 
 async def start_stream(
-    ticket: Ticket, response: httpx.Response, dialect: Dialect, headers: dict[str, str], deadline: float
+    ticket: Ticket, response: UpstreamResponse, dialect: Dialect, headers: dict[str, str], deadline: float
 ) -> Response:
     """Stream: wait for the upstream's first event, then hand the ticket to the relay."""
     events = UpstreamEvents(response, deadline=deadline)
@@ -263,7 +269,7 @@ async def start_stream(
     return RelayResponse(relay, headers=headers)
 
 
-async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+async def read_bounded(response: UpstreamResponse, limit: int) -> bytes:
     buf = bytearray()
     async for chunk in response.aiter_bytes():
         buf += chunk

@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 import orjson
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout
 from app.metering import TokenUsage, text_tokens
 from app.sse import SSEDecoder, SSEError
+from app.upstream import UpstreamReadError, UpstreamReadTimeout, UpstreamResponse
 
 log = logging.getLogger("seedgate.relay")
 
@@ -58,7 +58,7 @@ class StreamOutcome:
 class UpstreamEvents:
     """Parsed chunks of one upstream SSE response, read by a producer task into a queue."""
 
-    def __init__(self, response: httpx.Response, *, deadline: float) -> None:
+    def __init__(self, response: UpstreamResponse, *, deadline: float) -> None:
         self._response = response
         self._deadline = deadline
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -76,9 +76,9 @@ class UpstreamEvents:
             self._queue.put_nowait(_DONE)
         except TimeoutError:
             self._queue.put_nowait(UpstreamTimeout("The upstream stream exceeded its deadline."))
-        except httpx.ReadTimeout:
+        except UpstreamReadTimeout:
             self._queue.put_nowait(UpstreamTimeout("The upstream stream went silent for too long."))
-        except (httpx.HTTPError, SSEError) as exc:
+        except (UpstreamReadError, SSEError) as exc:
             log.warning("upstream stream broke: %s", type(exc).__name__)
             self._queue.put_nowait(UpstreamError("The upstream stream broke off."))
 

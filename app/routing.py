@@ -20,13 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
-
 from app.breaker import Breakers
 from app.catalog import CatalogModel, Target
 from app.errors import ServiceUnavailable
 from app.settings import RoutingSettings
-from app.upstream import Upstream, UpstreamFailure
+from app.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 
 class Router:
@@ -47,7 +45,7 @@ class Router:
 
     async def open(
         self, model: CatalogModel, body_for: Callable[[Target], dict[str, Any]], *, deadline: float
-    ) -> tuple[Target, httpx.Response, int]:
+    ) -> tuple[Target, UpstreamResponse, int]:
         """The first target that accepts the request: ``(target, 200 response, attempts made)``."""
         order = self.order(model)
         loop = asyncio.get_running_loop()

@@ -1,6 +1,6 @@
 """Calls to an OpenAI-compatible upstream, and what their failures mean to the client.
 
-One pooled ``httpx.AsyncClient`` per upstream, explicit timeouts (connect; read = idle time between
+One pooled aiohttp session per upstream, explicit timeouts (connect; read = idle time between
 bytes; a total deadline enforced by the caller), no redirects. ``UpstreamFailure`` carries the
 ``GatewayError`` to show the client and whether another attempt is safe: only when the upstream never
 accepted the request (connect error, pool timeout, or an HTTP 429/5xx answer).
@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from app.errors import (
@@ -50,70 +50,113 @@ class UpstreamFailure(Exception):
     attempts: int = 1
 
 
-class Upstream:
-    """One configured upstream: its settings and its connection pool."""
+class UpstreamReadError(Exception):
+    """The upstream connection broke while its answer was being read."""
 
-    def __init__(self, settings: UpstreamSettings, *, transport: httpx.AsyncBaseTransport | None = None) -> None:
+
+class UpstreamReadTimeout(UpstreamReadError):
+    """The upstream went silent for longer than the idle timeout while its answer was being read."""
+
+
+class UpstreamResponse:
+    """A 200 answer whose body is read as it arrives; ``aclose`` must always be called."""
+
+    __slots__ = ("_response",)
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+
+    @property
+    def status_code(self) -> int:
+        return self._response.status
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (aiohttp.SocketTimeoutError, TimeoutError):
+            raise UpstreamReadTimeout from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamReadError(type(exc).__name__) from None
+
+    async def aclose(self) -> None:
+        if self._response.content.at_eof():
+            self._response.release()  # fully read: the connection goes back to the pool
+        else:
+            self._response.close()  # cut short: the connection cannot be reused
+
+
+class Upstream:
+    """One configured upstream: its settings and its connection pool.
+
+    The client is aiohttp, not httpx: measured on this project's fake upstream, an httpx request costs
+    ~0.8 ms of CPU, httpx on an aiohttp transport ~0.46 ms, plain aiohttp ~0.13 ms -- the gateway's
+    whole CPU budget per request is 1 ms. This class is the only seam; nothing else imports aiohttp.
+    """
+
+    def __init__(self, settings: UpstreamSettings) -> None:
         self.name = settings.name
         self.settings = settings
         self.url = settings.base_url + "/chat/completions"
         self._headers = {
-            "authorization": f"Bearer {settings.api_key.get_secret_value()}",
-            "content-type": "application/json",
-            "accept": "application/json, text/event-stream",
+            "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
+            "Content-Type": "application/json",
+            "Accept": "application/json, text/event-stream",
         }
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(
-                connect=settings.connect_timeout,
-                read=settings.read_timeout,
-                write=settings.connect_timeout,
-                pool=settings.connect_timeout,
-            ),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-            ),
-            follow_redirects=False,
-            transport=transport,
+        self._timeout = self._client_timeout(settings.read_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client_timeout(self, read_timeout: float) -> aiohttp.ClientTimeout:
+        # total is enforced by the caller's deadline; sock_read is the idle time between bytes
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.connect_timeout,
+            sock_connect=self.settings.connect_timeout,
+            sock_read=read_timeout,
         )
 
-    async def aclose(self) -> None:
-        await self.client.aclose()
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:  # created lazily: it needs the running loop
+            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=True, trust_env=False
+            )
+        return self._session
 
-    async def open(self, body: dict[str, Any], *, read_timeout: float | None = None) -> httpx.Response:
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def open(self, body: dict[str, Any], *, read_timeout: float | None = None) -> UpstreamResponse:
         """Send a chat request; return the 200 response with its body not yet read.
 
         Raises ``UpstreamFailure`` for every other outcome, the response already closed.
         ``read_timeout`` overrides the upstream's idle timeout (per model: reasoning models are slow).
         """
-        extensions = {}
-        if read_timeout is not None:
-            s = self.settings
-            timeout = httpx.Timeout(
-                connect=s.connect_timeout, read=read_timeout, write=s.connect_timeout, pool=s.connect_timeout
-            )
-            extensions["timeout"] = timeout.as_dict()
-        request = self.client.build_request(
-            "POST", self.url, content=orjson.dumps(body), headers=self._headers, extensions=extensions
-        )
+        timeout = self._client_timeout(read_timeout) if read_timeout is not None else self._timeout
         try:
-            response = await self.client.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            response = await self.session.post(
+                self.url, data=orjson.dumps(body), headers=self._headers, timeout=timeout, allow_redirects=False
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             log.warning("upstream %s unreachable: %s", self.name, type(exc).__name__)
             raise UpstreamFailure(UpstreamError("The upstream service is unreachable."), retryable=True) from None
-        except httpx.TimeoutException:
+        except (aiohttp.SocketTimeoutError, TimeoutError):
             raise UpstreamFailure(UpstreamTimeout("The upstream service timed out."), retryable=False) from None
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             log.warning("upstream %s transport error: %s", self.name, type(exc).__name__)
             raise UpstreamFailure(UpstreamError("The upstream connection failed."), retryable=False) from None
-        if response.status_code == 200:
-            return response
+        if response.status == 200:
+            return UpstreamResponse(response)
+        wrapped = UpstreamResponse(response)
         try:
-            raw = await _read_bounded(response.aiter_bytes(), MAX_ERROR_BODY)
-        except httpx.HTTPError:
+            raw = await _read_bounded(wrapped.aiter_bytes(), MAX_ERROR_BODY)
+        except UpstreamReadError:
             raw = b""
         finally:
-            await response.aclose()
-        raise classify_error(self.name, response.status_code, raw, response.headers.get("retry-after"))
+            await wrapped.aclose()
+        raise classify_error(self.name, response.status, raw, response.headers.get("retry-after"))
 
 
 async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:

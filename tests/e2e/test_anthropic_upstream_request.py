@@ -220,7 +220,10 @@ def test_beta_query_and_any_anthropic_beta_header_are_accepted(
             model=MODEL,
             max_tokens=1024,
             messages=HELLO,
-            extra_headers={"anthropic-beta": "not-a-real-beta, context-1m-2025-08-07", "x-claude-code-session-id": "s1"},
+            extra_headers={
+                "anthropic-beta": "not-a-real-beta, context-1m-2025-08-07",
+                "x-claude-code-session-id": "s1",
+            },
         )
     assert beta.content[0].type == "text" and beta.content[0].text == "beta ok"
     assert plain.content[0].type == "text" and plain.content[0].text == "header ok"

@@ -22,7 +22,7 @@ def test_non_stream_answer_reaches_the_sdk(gateway: GatewayProcess, fake: FakeUp
     _, key = gateway.create_key("1")
     fake.enqueue({"content": "Bonjour", "reasoning": "thinking hard", "model": PRO_UPSTREAM})
     with openai_client(gateway, key) as client:
-        answer = client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO)  # type: ignore[arg-type]
+        answer = client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO)
     assert answer.choices[0].message.content == "Bonjour"
     assert answer.choices[0].finish_reason == "stop"
     assert answer.model == PRO_UPSTREAM  # the upstream's versioned id passes through
@@ -35,7 +35,7 @@ def test_stream_answer_reaches_the_sdk_chunk_by_chunk(gateway: GatewayProcess, f
     _, key = gateway.create_key("1")
     fake.enqueue({"content_chunks": ["One ", "two ", "three"]})
     with openai_client(gateway, key) as client:
-        stream = client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO, stream=True)  # type: ignore[arg-type]
+        stream = client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO, stream=True)
         chunks = list(stream)
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert pieces == ["One ", "two ", "three"]
@@ -52,7 +52,7 @@ def test_every_model_name_form_resolves_to_the_configured_upstream_model(
 ) -> None:
     key_id, key = gateway.create_key("1")
     with openai_client(gateway, key) as client:
-        answer = client.chat.completions.create(model=name, messages=HELLO)  # type: ignore[arg-type]
+        answer = client.chat.completions.create(model=name, messages=HELLO)
     assert answer.choices[0].message.content
     [sent] = fake.requests
     assert sent["body"]["model"] == PRO_UPSTREAM
@@ -97,7 +97,9 @@ def test_missing_max_tokens_sends_and_reserves_the_model_cap(gateway: GatewayPro
 def test_x_api_key_header_authenticates_like_bearer(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     _, key = gateway.create_key("1")
     with api_client(gateway) as http:
-        response = http.post("/v1/chat/completions", json={"model": "pro-latest", "messages": HELLO}, headers={"x-api-key": key})
+        response = http.post(
+            "/v1/chat/completions", json={"model": "pro-latest", "messages": HELLO}, headers={"x-api-key": key}
+        )
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"].startswith("req_")
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import openai
 import yaml
+from openai.types.chat import ChatCompletionMessageParam
 
 MASTER_KEY = "test-master-key-0123456789-abcdefghijkl"
 UPSTREAM_KEY = "upstream-secret-key-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -157,7 +158,7 @@ class GatewayProcess:
 
 # --- helpers shared by the end-to-end suites ---------------------------------------------------
 ERROR_KEYS = frozenset({"message", "type", "param", "code"})
-HELLO = [{"role": "user", "content": "hello"}]
+HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hello"}]
 
 
 def openai_client(gateway: GatewayProcess, key: str, *, timeout: float = 20.0) -> openai.OpenAI:

@@ -1,0 +1,107 @@
+import io
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from app.logs import REDACTED, RedactingFilter, configure_logging
+
+USER_KEY = "sk-AbCdEf0123456789GhIjKl0123456789MnOpQr0123456789xyz"
+MASTER_KEY = "master-Zq8vN3xK7pL2mR9tW4yB"
+UPSTREAM_KEY = "3f1c9a2e-7b4d-4e8f-9a10-abcdef012345"
+
+
+@pytest.fixture
+def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(RedactingFilter([MASTER_KEY, UPSTREAM_KEY]))
+    logger = logging.getLogger("seedgate.test_logs")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_user_keys_are_removed(capture) -> None:
+    logger, stream = capture
+    logger.info("auth with %s failed", USER_KEY)
+    out = stream.getvalue()
+    assert USER_KEY not in out
+    assert USER_KEY[:12] not in out
+    assert f"auth with {REDACTED} failed" in out
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Authorization: Bearer opaque-token-value",
+        "authorization=bearer opaque-token-value",
+        "headers={'authorization': 'Bearer opaque-token-value'}",
+        "x-api-key: opaque-token-value",
+        "X-Api-Key=opaque-token-value",
+        '{"x-api-key": "opaque-token-value"}',
+    ],
+)
+def test_header_values_are_removed(capture, line) -> None:
+    logger, stream = capture
+    logger.warning(line)
+    out = stream.getvalue()
+    assert "opaque-token-value" not in out
+    assert REDACTED in out
+
+
+def test_configured_secrets_are_removed_whatever_their_shape(capture) -> None:
+    logger, stream = capture
+    logger.error("upstream said: bad key %s (admin %s)", UPSTREAM_KEY, MASTER_KEY)
+    out = stream.getvalue()
+    assert UPSTREAM_KEY not in out
+    assert MASTER_KEY not in out
+    assert out.count(REDACTED) == 2
+
+
+def test_secrets_inside_exception_tracebacks_are_removed(capture) -> None:
+    logger, stream = capture
+    try:
+        raise RuntimeError(f"connect failed for {USER_KEY} via {UPSTREAM_KEY} with Bearer opaque-token-value")
+    except RuntimeError:
+        logger.exception("request failed")
+    out = stream.getvalue()
+    assert "Traceback" in out
+    assert "RuntimeError" in out
+    for secret in (USER_KEY, UPSTREAM_KEY, "opaque-token-value"):
+        assert secret not in out
+
+
+def test_ordinary_text_and_key_ids_are_kept(capture) -> None:
+    logger, stream = capture
+    logger.info("key %s spent %s on %s", "key_0123456789abcdef", "0.25", "doubao-seed-2.0-pro")
+    assert "key key_0123456789abcdef spent 0.25 on doubao-seed-2.0-pro" in stream.getvalue()
+
+
+def test_short_configured_secrets_are_ignored() -> None:
+    # a short "secret" such as "a" would shred every log line
+    assert RedactingFilter(["a", "abc"]).redact("a cat sat") == "a cat sat"
+
+
+def test_configure_logging_installs_the_filter_on_the_root_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        configure_logging("INFO", [MASTER_KEY])
+        logging.getLogger("uvicorn.error").info("boot with %s and %s", MASTER_KEY, USER_KEY)
+        err = capsys.readouterr().err
+        assert "boot with" in err
+        assert MASTER_KEY not in err
+        assert USER_KEY not in err
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+        root.setLevel(saved_level)
