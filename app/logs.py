@@ -11,7 +11,10 @@ import re
 import sys
 from collections.abc import Iterable
 
-_PATTERNS = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[^\s\"',]+|(?i:x-api-key)[\"']?\s*[:=]\s*[^\s\"',]+)")
+# the value after x-api-key may be quoted, as in a logged dict or JSON of headers
+_PATTERNS = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[^\s\"',]+|(?i:x-api-key)[\"']?\s*[:=]\s*[\"']?[^\s\"',]+)"
+)
 REDACTED = "[redacted]"
 
 

@@ -155,6 +155,7 @@ class BillingSettings(_Section):
 
 class RedisSettings(_Section):
     url: SecretStr | None = None  # e.g. redis://127.0.0.1:6379/0; shares limits across workers and hosts
+    prefix: str = "sg:"  # key prefix, so several gateways (or tests) can share one Redis
 
 
 class LoggingSettings(_Section):

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
+from tests.support.backends import backend_overrides, database_url
 from tests.support.gateway import GatewayProcess, base_config, deep_merge
 
 StartGateway = Callable[..., GatewayProcess]
@@ -35,7 +36,8 @@ def fake(upstream: FakeUpstreamThread) -> Iterator[FakeUpstreamThread]:
 def shared_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
     """One gateway for the tests that need no special configuration (keys isolate them)."""
     workdir = tmp_path_factory.mktemp("gw")
-    gateway = GatewayProcess(workdir, base_config(upstream.url, f"sqlite+aiosqlite:///{workdir}/seedgate.db"))
+    config = deep_merge(base_config(upstream.url, database_url(workdir)), backend_overrides())
+    gateway = GatewayProcess(workdir, config)
     gateway.start()
     try:
         yield gateway
@@ -54,7 +56,8 @@ def start_gateway(tmp_path: Path, fake: FakeUpstreamThread) -> Iterator[StartGat
     started: list[GatewayProcess] = []
 
     def start(overrides: dict[str, Any] | None = None, *, env: dict[str, str] | None = None) -> GatewayProcess:
-        config = deep_merge(base_config(fake.url, f"sqlite+aiosqlite:///{tmp_path}/seedgate.db"), overrides or {})
+        config = deep_merge(base_config(fake.url, database_url(tmp_path)), backend_overrides())
+        config = deep_merge(config, overrides or {})
         gateway = GatewayProcess(tmp_path, config, env=env)
         started.append(gateway.start())
         return gateway

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
+from tests.e2e.conftest import StartGateway
 from tests.support.gateway import GatewayProcess
 
 MODEL = "doubao-seed-2.0-pro"
@@ -127,15 +128,18 @@ def test_malformed_json_is_400_invalid_request_error(gateway: GatewayProcess, fa
     [(429, 429, "rate_limit_error"), (503, 529, "overloaded_error"), (500, 500, "api_error")],
 )
 def test_upstream_http_errors_are_mapped_to_anthropic_statuses(
-    gateway: GatewayProcess, fake: FakeUpstreamThread, upstream_status: int, status: int, error_type: str
+    start_gateway: StartGateway, fake: FakeUpstreamThread, upstream_status: int, status: int, error_type: str
 ) -> None:
+    # A dedicated gateway without retries: the shared one would retry (and count breaker failures).
+    gateway = start_gateway({"routing": {"max_attempts": 1, "breaker_failures": 100}})
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"status": upstream_status})
+    fake.enqueue({"status": upstream_status, "headers": {"retry-after": "1"}})
     with claude(gateway, key) as client, pytest.raises(anthropic.APIStatusError) as caught:
         with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as events:
             events.get_final_message()
     assert caught.value.status_code == status
     assert_envelope(caught.value.body, error_type)
+    assert len(fake.requests) == 1
     assert gateway.key(key_id)["balance_usd"] == "1.00"
 
 

@@ -214,7 +214,7 @@ def test_per_ip_limit_is_429_with_retry_after(start_gateway: StartGateway, fake:
             headers={"authorization": f"Bearer {key}", "x-forwarded-for": "203.0.113.7"},
         )
     assert error["type"] == "rate_limit_error"
-    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert 0 < int(refused.headers["retry-after"]) <= 120  # sliding window: at most 2 windows
     assert other.status_code == 200
     assert len(gateway.usage(key_id)) == 2
 
@@ -227,7 +227,7 @@ def test_per_key_rpm_is_429_with_retry_after(gateway: GatewayProcess, fake: Fake
         refused = http.post("/v1/chat/completions", json=chat_body())
     assert statuses == [200, 200]
     assert error_of(refused, 429)["code"] == "rate_limit_exceeded"
-    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert 0 < int(refused.headers["retry-after"]) <= 120  # sliding window: at most 2 windows
     assert len(gateway.usage(key_id)) == 2
     with openai_client(gateway, key) as client, pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO)

@@ -84,6 +84,16 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
+        if not str(self.config["database"]["url"]).startswith("sqlite"):
+            # `serve` migrates SQLite by itself; a server database is migrated once, as in production
+            subprocess.run(
+                [sys.executable, "-m", "app", "db", "upgrade", "--config", str(self.config_path)],
+                check=True,
+                capture_output=True,
+                cwd=self.workdir,
+                env=self._env,
+                timeout=60,
+            )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "app", "serve", "--config", str(self.config_path)],

@@ -46,6 +46,7 @@ def test_user_keys_are_removed(capture) -> None:
         "x-api-key: opaque-token-value",
         "X-Api-Key=opaque-token-value",
         '{"x-api-key": "opaque-token-value"}',
+        "{'x-api-key': 'opaque-token-value'}",
     ],
 )
 def test_header_values_are_removed(capture, line) -> None:

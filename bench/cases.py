@@ -1,0 +1,118 @@
+"""The benchmark matrix and how one case is measured against one system.
+
+Rules this module owns:
+
+- Every case runs a short warm-up (connections opened, caches filled, not counted), then the measured
+  closed-loop run. The server's CPU seconds and peak RSS cover only the measured run.
+- Non-stream requests get the upstream's default short answer; stream cases pick a named upstream
+  script (`bench.upstream`) by a `#script:NAME` marker in the message, so every system relays the very
+  same upstream behaviour. Streams always ask for `stream_options.include_usage`.
+- The open-streams case holds `open_streams` slow streams at once (connects spread over two seconds,
+  each stream ~11 s long), one request per connection, and reports peak RSS while they are open.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from bench.loadgen import Job, Result, build_request, percentile, run
+from bench.procs import RssSampler, cpu_seconds, peak_rss_mb, reset_peak_rss
+from bench.targets import System
+
+MAX_REQUESTS = 500_000  # per measured run; far above what a few seconds can reach, but a bound
+OPEN_STAGGER = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    concurrency: int
+    script: str | None = None  # None: non-stream default answer
+    open_streams: bool = False
+
+    @property
+    def stream(self) -> bool:
+        return self.script is not None
+
+
+def matrix(open_streams: int) -> list[Case]:
+    return [
+        Case("non-stream", 1),
+        Case("non-stream", 16),
+        Case("non-stream", 64),
+        Case("stream-20", 1, "s20"),
+        Case("stream-20", 16, "s20"),
+        Case("paced-5ms", 16, "paced"),
+        Case("open-streams", open_streams, "slow", open_streams=True),
+    ]
+
+
+def request_for(system: System, case: Case) -> bytes:
+    text = "Say hello in a few words."
+    body: dict[str, object] = {"model": system.model, "max_tokens": 64}
+    if case.script is not None:
+        text += f" #script:{case.script}"
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    body["messages"] = [{"role": "user", "content": text}]
+    return build_request("127.0.0.1", system.port, "/v1/chat/completions", json.dumps(body).encode(), system.headers)
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the table; times in milliseconds."""
+
+    system: str
+    case: Case
+    result: Result
+    cpu_seconds: float
+    peak_rss_mb: float
+
+    def _ms(self, values: list[float], fraction: float) -> float:
+        return percentile(values, fraction) * 1000
+
+    def latency(self, fraction: float) -> float:
+        return self._ms(self.result.latencies, fraction)
+
+    def ttfb(self, fraction: float) -> float:
+        return self._ms(self.result.ttfb, fraction)
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return self.cpu_seconds * 1000 / self.result.ok if self.result.ok else 0.0
+
+    @property
+    def events_per_request(self) -> float:
+        return self.result.events / self.result.ok if self.result.ok else 0.0
+
+
+def _job(system: System, case: Case, duration: float, timeout: float) -> Job:
+    request = request_for(system, case)
+    if case.open_streams:
+        return Job(
+            "127.0.0.1",
+            system.port,
+            request,
+            True,
+            case.concurrency,
+            duration=OPEN_STAGGER + 1,
+            max_requests=case.concurrency,
+            timeout=timeout,
+            connect_stagger=OPEN_STAGGER,
+        )
+    return Job("127.0.0.1", system.port, request, case.stream, case.concurrency, duration, MAX_REQUESTS, timeout)
+
+
+async def measure(system: System, case: Case, *, duration: float, warmup: float, timeout: float = 60.0) -> Row:
+    if warmup > 0:
+        # the open-streams case warms up on fast streams: a slow one would outlast the warm-up tenfold
+        script = "s20" if case.open_streams else case.script
+        await run(_job(system, Case(case.name, min(case.concurrency, 64), script), warmup, timeout))
+    job = _job(system, case, duration, timeout)
+    reset_peak_rss(system.pid)
+    cpu_before = cpu_seconds(system.pid)
+    async with RssSampler(system.pid) as sampler:
+        result = await run(job)
+    cpu = cpu_seconds(system.pid) - cpu_before
+    return Row(system.name, case, result, cpu, max(sampler.peak, peak_rss_mb(system.pid)))

@@ -1,0 +1,139 @@
+"""The printed results: one Markdown table for the matrix, and Seedgate's figures against issue 6's targets.
+
+Rules this module owns:
+
+- Rows are grouped by case, systems in the order direct, seedgate, forwarder, litellm. "Added" columns
+  are the system's figure minus `direct`'s for the same case and concurrency (blank for direct itself).
+- "CPU ms/req" is the server process's CPU during the measured run divided by successful requests (for
+  `direct`, the fake upstream's own CPU). Peak RSS is the server's VmHWM (or sampled VmRSS) in that run.
+- Targets are judged on Seedgate's rows only; a target whose inputs are missing (no forwarder or
+  LiteLLM in this run) is reported as "n/a", never as met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bench.cases import Case, Row
+
+ORDER = ("direct", "seedgate", "forwarder", "litellm")
+_COLUMNS = (
+    "case",
+    "conc",
+    "system",
+    "ok",
+    "errors",
+    "req/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "+p50 ms",
+    "+p99 ms",
+    "TTFB p50",
+    "+TTFB p50",
+    "CPU ms/req",
+    "peak RSS MB",
+)
+
+
+def _key(case: Case) -> tuple[str, int]:
+    return case.name, case.concurrency
+
+
+def _sorted(rows: list[Row], case_order: list[Case]) -> list[Row]:
+    position = {_key(case): i for i, case in enumerate(case_order)}
+    return sorted(rows, key=lambda r: (position.get(_key(r.case), 99), ORDER.index(r.system)))
+
+
+def _f(value: float, digits: int = 2) -> str:
+    return f"{value:.{digits}f}"
+
+
+def table(rows: list[Row], case_order: list[Case]) -> str:
+    direct = {_key(r.case): r for r in rows if r.system == "direct"}
+    lines = ["| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
+    for row in _sorted(rows, case_order):
+        base = direct.get(_key(row.case)) if row.system != "direct" else None
+        stream = row.case.stream
+
+        def added(get: Callable[[Row], float], row: Row = row, base: Row | None = base) -> str:
+            return _f(get(row) - get(base)) if base is not None and base.result.ok and row.result.ok else ""
+
+        cells = [
+            row.case.name,
+            str(row.case.concurrency),
+            row.system,
+            str(row.result.ok),
+            str(sum(row.result.errors.values())),
+            _f(row.result.rate, 1),
+            _f(row.latency(0.5)),
+            _f(row.latency(0.9)),
+            _f(row.latency(0.99)),
+            added(lambda r: r.latency(0.5)),
+            added(lambda r: r.latency(0.99)),
+            _f(row.ttfb(0.5)) if stream else "",
+            added(lambda r: r.ttfb(0.5)) if stream else "",
+            _f(row.cpu_ms_per_request, 3),
+            _f(row.peak_rss_mb, 1),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    errors = [f"- {r.system} {r.case.name} c={r.case.concurrency}: {dict(r.result.errors)}" for r in rows if r.result.errors]
+    if errors:
+        lines += ["", "Errors:", *errors]
+    return "\n".join(lines)
+
+
+def _find(rows: list[Row], system: str, name: str, concurrency: int | None = None) -> Row | None:
+    for row in rows:
+        if row.system == system and row.case.name == name and (concurrency is None or row.case.concurrency == concurrency):
+            return row
+    return None
+
+
+def _verdict(value: float | None, limit: float, *, at_most: bool) -> str:
+    if value is None:
+        return "n/a"
+    return "met" if (value <= limit if at_most else value >= limit) else "NOT met"
+
+
+def targets(rows: list[Row]) -> str:
+    """Seedgate's figures against the issue's targets, one line each."""
+    sg = {(r.case.name, r.case.concurrency): r for r in rows if r.system == "seedgate"}
+    if not sg:
+        return ""
+    out: list[tuple[str, float | None, str, str]] = []
+
+    def ratio(a: Row | None, b: Row | None) -> float | None:
+        return a.result.rate / b.result.rate if a and b and b.result.rate else None
+
+    def delta(a: Row | None, b: Row | None, get: Callable[[Row], float]) -> float | None:
+        return get(a) - get(b) if a and b and a.result.ok and b.result.ok else None
+
+    ns64 = sg.get(("non-stream", 64))
+    cpu = ns64.cpu_ms_per_request if ns64 else None
+    out.append(("non-stream CPU ms/req (c=64)", cpu, "<= 1.0 (stretch 0.6)", _verdict(cpu, 1.0, at_most=True)))
+    fwd = ratio(ns64, _find(rows, "forwarder", "non-stream", 64))
+    out.append(("non-stream req/s vs forwarder (c=64)", fwd, ">= 0.5 x (stretch 0.7 x)", _verdict(fwd, 0.5, at_most=False)))
+    lite = ratio(ns64, _find(rows, "litellm", "non-stream", 64))
+    out.append(("non-stream req/s vs LiteLLM (c=64)", lite, ">= 30 x", _verdict(lite, 30, at_most=False)))
+    c1, d1 = sg.get(("non-stream", 1)), _find(rows, "direct", "non-stream", 1)
+    p50 = delta(c1, d1, lambda r: r.latency(0.5))
+    out.append(("added p50 ms (c=1)", p50, "<= 1", _verdict(p50, 1, at_most=True)))
+    p99 = delta(c1, d1, lambda r: r.latency(0.99))
+    out.append(("added p99 ms (c=1)", p99, "<= 3", _verdict(p99, 3, at_most=True)))
+    ttfb = delta(sg.get(("stream-20", 1)), _find(rows, "direct", "stream-20", 1), lambda r: r.ttfb(0.5))
+    out.append(("added TTFB p50 ms (stream c=1)", ttfb, "<= 2", _verdict(ttfb, 2, at_most=True)))
+    st16, ns16 = sg.get(("stream-20", 16)), sg.get(("non-stream", 16))
+    chunk = None
+    if st16 and ns16 and st16.events_per_request:
+        chunk = (st16.cpu_ms_per_request - ns16.cpu_ms_per_request) / st16.events_per_request
+    out.append(("CPU ms per relayed event (stream c=16)", chunk, "<= 0.15", _verdict(chunk, 0.15, at_most=True)))
+    paced = ratio(sg.get(("paced-5ms", 16)), _find(rows, "direct", "paced-5ms", 16))
+    out.append(("paced stream req/s vs direct (c=16)", paced, ">= 0.95 x", _verdict(paced, 0.95, at_most=False)))
+    opened = _find(rows, "seedgate", "open-streams")
+    rss = opened.peak_rss_mb if opened else None
+    label = f"peak RSS MB, {opened.case.concurrency if opened else '?'} open streams"
+    out.append((label, rss, "<= 200", _verdict(rss, 200, at_most=True)))
+    lines = ["| Seedgate figure | value | target | verdict |", "|---|---|---|---|"]
+    lines += [f"| {name} | {'' if v is None else _f(v, 3)} | {goal} | {verdict} |" for name, v, goal, verdict in out]
+    return "\n".join(lines)

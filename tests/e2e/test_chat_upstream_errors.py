@@ -1,0 +1,145 @@
+"""Upstream failures become the gateway's own errors (451, 502, 503, 504), never the upstream's body.
+
+A request the upstream refused consumed nothing: the hold is released, the balance is unchanged and
+no usage row is written.
+"""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from app.fake_upstream import FakeUpstreamThread
+from tests.e2e.conftest import StartGateway
+from tests.support.gateway import (
+    HELLO,
+    MASTER_KEY,
+    UPSTREAM_KEY,
+    GatewayProcess,
+    api_client,
+    assert_untouched,
+    chat_body,
+    error_of,
+    free_port,
+    openai_client,
+)
+
+LEAKY_SECRET = "sk-proj-LEAKEDabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def leaky_body(message: str) -> dict[str, object]:
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "InternalServiceError"}}
+
+
+def test_sensitive_content_is_451_and_logged_as_a_policy_event(
+    gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    key_id, key = gateway.create_key("1")
+    body = {
+        "error": {
+            "code": "SensitiveContentDetected",
+            "message": "The request failed because the input text may contain sensitive information.",
+            "param": "",
+            "type": "BadRequest",
+        }
+    }
+    fake.enqueue({"status": 400, "error_body": body})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body())
+    error = error_of(response, 451)
+    assert error["type"] == "content_policy_violation"
+    assert_untouched(gateway, key_id, "1.00")
+    with gateway.admin() as admin:
+        events = admin.get("/admin/policy-events", params={"key_id": key_id}).json()["data"]
+    [event] = events
+    assert event["code"] == "SensitiveContentDetected"
+    assert event["key_id"] == key_id
+    assert event["model"] == "doubao-seed-2.0-pro"
+    assert event["request_id"] == response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize("status", [500, 401, 403])
+def test_upstream_failure_is_502_without_the_upstream_body_or_key(
+    gateway: GatewayProcess, fake: FakeUpstreamThread, status: int
+) -> None:
+    key_id, key = gateway.create_key("1")
+    echoed = f"invalid header Authorization: Bearer {UPSTREAM_KEY}; also saw {LEAKY_SECRET} and {MASTER_KEY}"
+    fake.enqueue({"status": status, "error_body": leaky_body(echoed)})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body())
+    error = error_of(response, 502)
+    assert error["type"] == "upstream_error"
+    for secret in (UPSTREAM_KEY, LEAKY_SECRET, MASTER_KEY, "invalid header", "InternalServiceError"):
+        assert secret not in response.text
+        assert secret.lower() not in str(response.headers).lower()
+    assert_untouched(gateway, key_id, "1.00")
+
+
+def test_upstream_bad_request_message_is_redacted(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"status": 400, "error_body": leaky_body(f"bad field; key {LEAKY_SECRET} / {UPSTREAM_KEY}")})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body())
+    error_of(response, 400)
+    assert LEAKY_SECRET not in response.text
+    assert UPSTREAM_KEY not in response.text
+    assert_untouched(gateway, key_id, "1.00")
+
+
+def test_sdk_raises_internal_server_error_on_502(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"status": 500})
+    with openai_client(gateway, key) as client, pytest.raises(openai.InternalServerError) as caught:
+        client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO)
+    assert caught.value.status_code == 502
+    assert_untouched(gateway, key_id, "1.00")
+
+
+def test_upstream_unavailable_is_503(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"status": 503, "error_body": leaky_body("overloaded, key " + UPSTREAM_KEY)})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert error_of(response, 503)["type"] == "service_unavailable"
+    assert UPSTREAM_KEY not in response.text
+    assert_untouched(gateway, key_id, "1.00")
+
+
+def test_upstream_rate_limit_is_429_with_retry_after(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"status": 429, "headers": {"retry-after": "7"}})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body())
+    assert error_of(response, 429)["type"] == "rate_limit_error"
+    assert response.headers["retry-after"] == "7"
+    assert_untouched(gateway, key_id, "1.00")
+
+
+def test_unreachable_upstream_is_502(start_gateway: StartGateway) -> None:
+    closed = free_port()  # nothing listens there
+    upstreams = [{"name": "ark", "base_url": f"http://127.0.0.1:{closed}/v1", "api_key": UPSTREAM_KEY}]
+    gateway = start_gateway({"upstreams": upstreams})
+    key_id, key = gateway.create_key("1")
+    with api_client(gateway, key) as http:
+        plain = http.post("/v1/chat/completions", json=chat_body())
+        streamed = http.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert error_of(plain, 502)["type"] == "upstream_error"
+    assert error_of(streamed, 502)["type"] == "upstream_error"
+    assert str(closed) not in plain.text
+    assert_untouched(gateway, key_id, "1.00")
+
+
+def test_upstream_silent_past_read_timeout_is_504(start_gateway: StartGateway, fake: FakeUpstreamThread) -> None:
+    upstreams = [{"name": "ark", "base_url": fake.url, "api_key": UPSTREAM_KEY, "read_timeout": 0.3}]
+    gateway = start_gateway({"upstreams": upstreams})
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"delay_before_headers": 1.5}, {"delay_before_headers": 1.5})
+    with api_client(gateway, key) as http:
+        plain = http.post("/v1/chat/completions", json=chat_body())
+        streamed = http.post("/v1/chat/completions", json=chat_body(stream=True))
+    for response in (plain, streamed):
+        error = error_of(response, 504)
+        assert error["type"] == "timeout_error"
+        assert error["code"] == "upstream_timeout"
+    assert_untouched(gateway, key_id, "1.00")
+    assert gateway.ledger()["balanced"] is True
