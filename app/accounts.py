@@ -24,7 +24,9 @@ Name = Annotated[str, Field(min_length=1, max_length=200)]
 Usd = Annotated[Decimal, Field(ge=0)]
 
 
-def _printable(value: str) -> str:
+def _printable(value: str | None) -> str | None:
+    if value is None:  # KeyUpdate(name=None): update_key refuses it with an AccountError, not a TypeError
+        return None
     # C0, DEL and C1 controls (Unicode category Cc) and lone surrogates, which Postgres cannot store
     if any(ord(c) < 32 or 0x7F <= ord(c) <= 0x9F or 0xD800 <= ord(c) <= 0xDFFF for c in value):
         raise ValueError("must not contain control characters")

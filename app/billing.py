@@ -25,9 +25,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import ledger_sqlite as fast
 from app.db import Database
 from app.errors import AuthenticationFailed, InsufficientBalance, MonthlyQuotaExceeded
 from app.money import units_to_usd
+from app.sqlite_writer import SqliteWriter
 from app.tables import api_keys, holds, instances, ledger, usage
 
 
@@ -76,11 +78,33 @@ def _month_spent(month: str) -> object:
     return case((api_keys.c.quota_month == month, api_keys.c.quota_spent), else_=0)
 
 
+def _refusal(amount: int, available: int | None) -> Exception:
+    """Why a reservation failed: the key is gone (401), money (402) or the monthly quota (429)."""
+    if available is None:
+        return AuthenticationFailed("Invalid API key.")
+    if available < amount:
+        return InsufficientBalance(
+            f"Insufficient balance: this request may cost up to ${units_to_usd(amount)} "
+            f"and the key has ${units_to_usd(available)} available. Top up or lower max_tokens.",
+            fallback_suggestion="top up the balance or lower max_tokens",
+        )
+    return MonthlyQuotaExceeded()
+
+
 class Ledger:
-    def __init__(self, db: Database, *, owner: str, hold_ttl: float) -> None:
+    """Money operations. On SQLite, reserve/settle/release go through the group-commit writer thread
+    (``app.ledger_sqlite``, same SQL); everywhere else, and for the rare operations, SQLAlchemy."""
+
+    def __init__(self, db: Database, *, owner: str, hold_ttl: float, writer: SqliteWriter | None = None) -> None:
         self._db = db
         self.owner = owner
         self._hold_ttl = timedelta(seconds=hold_ttl)
+        self._writer = writer
+
+    async def flush(self) -> None:
+        """Wait until every money write acknowledged so far is on disk (before reading it back)."""
+        if self._writer is not None:
+            await self._writer.barrier()
 
     async def topup(self, key_id: str, amount: int, *, note: str | None = None) -> None:
         now = datetime.now(UTC)
@@ -112,6 +136,24 @@ class Ledger:
     ) -> Hold:
         now = datetime.now(UTC)
         month = current_month(now)
+        hold = Hold(request_id, key_id, model, amount, prompt_tokens_estimate, prompt_cost_estimate)
+        if self._writer is not None:
+            params = {
+                "key_id": key_id,
+                "request_id": request_id,
+                "model": model,
+                "amount": amount,
+                "prompt_tokens_estimate": prompt_tokens_estimate,
+                "prompt_cost_estimate": prompt_cost_estimate,
+                "owner": self.owner,
+                "month": month,
+                "now": fast.timestamp(now),
+                "expires_at": fast.timestamp(now + self._hold_ttl),
+            }
+            available = await self._writer.run(fast.reserve(params), durable=False)
+            if available is None:
+                return hold
+            raise _refusal(amount, None if available < 0 else available)
         month_spent = _month_spent(month)
         async with self._db.write() as conn:
             result = await conn.execute(
@@ -146,19 +188,13 @@ class Ledger:
                         expires_at=now + self._hold_ttl,
                     )
                 )
-                return Hold(request_id, key_id, model, amount, prompt_tokens_estimate, prompt_cost_estimate)
+                return hold
             row = (await conn.execute(select(api_keys.c.available).where(api_keys.c.id == key_id))).first()
-        if row is None:
-            raise AuthenticationFailed("Invalid API key.")
-        if row.available < amount:
-            raise InsufficientBalance(
-                f"Insufficient balance: this request may cost up to ${units_to_usd(amount)} "
-                f"and the key has ${units_to_usd(row.available)} available. Top up or lower max_tokens.",
-                fallback_suggestion="top up the balance or lower max_tokens",
-            )
-        raise MonthlyQuotaExceeded()
+        raise _refusal(amount, row.available if row is not None else None)
 
     async def release(self, hold: Hold) -> bool:
+        if self._writer is not None:
+            return await self._writer.run(fast.release(hold.request_id, hold.key_id, hold.amount), durable=False)
         async with self._db.write() as conn:
             flipped = await self._flip(conn, hold.request_id, "released")
             if flipped:
@@ -173,6 +209,31 @@ class Ledger:
         """Charge ``record.cost`` against ``hold``; None if the hold was already settled or released."""
         now = datetime.now(UTC)
         month = current_month(now)
+        if self._writer is not None:
+            params = {
+                "request_id": hold.request_id,
+                "key_id": hold.key_id,
+                "amount": hold.amount,
+                "cost": record.cost,
+                "month": month,
+                "now": fast.timestamp(now),
+                "source": source,
+                "model": record.model,
+                "upstream": record.upstream,
+                "upstream_model": record.upstream_model,
+                "endpoint": record.endpoint,
+                "stream": record.stream,
+                "prompt_tokens": record.prompt_tokens,
+                "completion_tokens": record.completion_tokens,
+                "reasoning_tokens": record.reasoning_tokens,
+                "cached_tokens": record.cached_tokens,
+                "status": record.status,
+                "partial": record.partial,
+                "estimated": record.estimated,
+                "latency_ms": record.latency_ms,
+            }
+            outcome = await self._writer.run(fast.settle(params), durable=False)
+            return Settlement(*outcome) if outcome is not None else None
         async with self._db.write() as conn:
             if not await self._flip(conn, hold.request_id, "settled"):
                 return None

@@ -3,6 +3,8 @@
 A target's circuit opens after ``breaker_failures`` consecutive failures (connect errors, timeouts,
 429 and 5xx answers -- never the client's own 4xx), stays open for ``breaker_cooldown_seconds``, then
 lets exactly one probe through (half-open): its success closes the circuit, its failure re-opens it.
+A probe that never reports back (the client's own 4xx, a cancelled request) lapses after another
+cool-down, so a lost verdict cannot shut a target out for good.
 Recent error rate and latency are kept for ``GET /admin/upstreams``.
 """
 
@@ -26,6 +28,7 @@ class Health:
         self.consecutive_failures = 0
         self.opened_at = 0.0
         self._probing = False
+        self._probe_at = 0.0
         self._recent: deque[bool] = deque(maxlen=RECENT)
         self._latency_ms: deque[float] = deque(maxlen=RECENT)
 
@@ -36,8 +39,9 @@ class Health:
         if self.state == "open" and self._clock() - self.opened_at >= self._cooldown:
             self.state = "half_open"
             self._probing = False
-        if self.state == "half_open" and not self._probing:
+        if self.state == "half_open" and (not self._probing or self._clock() - self._probe_at >= self._cooldown):
             self._probing = True
+            self._probe_at = self._clock()
             return True
         return False
 

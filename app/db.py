@@ -12,6 +12,7 @@ COMMITTED; every statement has a ``statement_timeout``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,6 +21,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app.sqlite_writer import SqliteWriter
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_STATEMENT_TIMEOUT_MS = 10_000
@@ -30,9 +33,11 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        self.writer: SqliteWriter | None = None  # group-commit path for the hot money writes
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                self.writer = SqliteWriter(parsed.database, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
             self._writer = self._sqlite_engine(url, echo=echo, begin="BEGIN IMMEDIATE", pool_size=1)
             self._reader = self._sqlite_engine(url, echo=echo, begin="BEGIN", pool_size=8)
         else:
@@ -82,6 +87,8 @@ class Database:
             yield conn
 
     async def dispose(self) -> None:
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
         await self._writer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()

@@ -72,7 +72,7 @@ class Gateway:
             db=db,
             catalog=Catalog.from_settings(settings),
             keys=KeyStore(db, cache_ttl=settings.auth.cache_ttl_seconds),
-            ledger=Ledger(db, owner=instance_id, hold_ttl=settings.billing.hold_ttl_seconds),
+            ledger=Ledger(db, owner=instance_id, hold_ttl=settings.billing.hold_ttl_seconds, writer=db.writer),
             limiter=MemoryLimiter(max_buckets=settings.limits.max_limiter_buckets),
             upstreams=upstreams,
             router=Router(settings.routing, upstreams),

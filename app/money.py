@@ -46,7 +46,8 @@ def usd_to_units(value: Decimal | str | int | float) -> int:
     if shift < 0:
         if -shift > len(digits):
             raise MoneyError("amount has more than 12 decimal places")
-        coefficient, rest = divmod(coefficient, 10**-shift)
+        divisor: int = 10**-shift
+        coefficient, rest = divmod(coefficient, divisor)
         if rest:
             raise MoneyError("amount has more than 12 decimal places")
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
 
@@ -16,7 +16,13 @@ from app.errors import InvalidRequest, NotFound
 from app.json import json_response
 from app.usage import list_policy_events, list_usage
 
-router = APIRouter(prefix="/admin", dependencies=[AdminDep])
+
+async def _acknowledged_writes_visible(gateway: GatewayDep) -> None:
+    """Money writes are acknowledged before their fsync; the operator must read what clients saw."""
+    await gateway.ledger.flush()
+
+
+router = APIRouter(prefix="/admin", dependencies=[AdminDep, Depends(_acknowledged_writes_visible)])
 
 M = TypeVar("M", bound=BaseModel)
 
