@@ -104,12 +104,12 @@ def _job(system: System, case: Case, duration: float, timeout: float) -> Job:
     return Job("127.0.0.1", system.port, request, case.stream, case.concurrency, duration, MAX_REQUESTS, timeout)
 
 
-async def measure(system: System, case: Case, *, duration: float, warmup: float, timeout: float = 60.0) -> Row:
+async def measure(system: System, case: Case, *, duration: float, warmup: float, answer_timeout: float = 60.0) -> Row:
     if warmup > 0:
         # the open-streams case warms up on fast streams: a slow one would outlast the warm-up tenfold
         script = "s20" if case.open_streams else case.script
-        await run(_job(system, Case(case.name, min(case.concurrency, 64), script), warmup, timeout))
-    job = _job(system, case, duration, timeout)
+        await run(_job(system, Case(case.name, min(case.concurrency, 64), script), warmup, answer_timeout))
+    job = _job(system, case, duration, answer_timeout)
     reset_peak_rss(system.pid)
     cpu_before = cpu_seconds(system.pid)
     async with RssSampler(system.pid) as sampler:

@@ -1,11 +1,10 @@
 """The bare forwarder: the floor a Python gateway is measured against.
 
 It checks one key, maps the model name and relays bytes with aiohttp (server and client) on uvloop,
-and does nothing else: no limits, no money, no database, no logging. It runs with the interpreter of
-`bench/.venv-litellm` (created by `bench/litellm/setup.sh`), which has aiohttp; Seedgate's own
-environment does not, and the benchmark must not add dependencies to it.
+and does nothing else: no limits, no money, no database, no logging. It runs on any interpreter that has
+aiohttp and uvloop (Seedgate's .venv, or `bench/.venv-litellm` from `bench/litellm/setup.sh`).
 
-    bench/.venv-litellm/bin/python bench/forwarder.py --port P --upstream URL --key K --model NAME=UPSTREAM_NAME
+    python bench/forwarder.py --port P --upstream URL --key K --model NAME=UPSTREAM_NAME
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import sys
 from typing import Any
 
 import uvloop
-from aiohttp import ClientSession, TCPConnector, web  # type: ignore[import-not-found,unused-ignore]
+from aiohttp import ClientSession, TCPConnector, web
 
 
 class Forwarder:

@@ -149,11 +149,13 @@ async def _worker(job: Job, index: int, deadline: float, budget: list[int], resu
                 _check(answer, job.stream)
             except BadAnswer as exc:
                 result.errors[str(exc)] += 1
-                writer = _drop(writer)
+                _drop(writer)
+                writer = None
                 continue
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, TimeoutError) as exc:
                 result.errors[type(exc).__name__] += 1
-                writer = _drop(writer)
+                _drop(writer)
+                writer = None
                 await asyncio.sleep(0.01)  # a refused connect must not turn into a busy loop
                 continue
             result.latencies.append(finished - started)
@@ -161,7 +163,8 @@ async def _worker(job: Job, index: int, deadline: float, budget: list[int], resu
                 result.ttfb.append(answer.first_content - started)
             result.events += answer.events
             if not answer.keep_alive:
-                writer = _drop(writer)
+                _drop(writer)
+                writer = None
     finally:
         _drop(writer)
 
@@ -169,7 +172,6 @@ async def _worker(job: Job, index: int, deadline: float, budget: list[int], resu
 def _drop(writer: asyncio.StreamWriter | None) -> None:
     if writer is not None:
         writer.close()
-    return None
 
 
 async def run(job: Job) -> Result:

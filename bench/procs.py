@@ -136,6 +136,21 @@ def cpu_seconds(pid: int) -> float:
     return total / _TICKS
 
 
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds per thread of one process (the main thread's id is the pid)."""
+    found: dict[int, float] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            fields = _task_fields(pid, int(tid))
+            found[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return found
+
+
+def _task_fields(pid: int, tid: int) -> list[str]:
+    stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def _status_kb(pid: int, name: str) -> int:
     total = 0
     for member in tree(pid):

@@ -77,7 +77,9 @@ def table(rows: list[Row], case_order: list[Case]) -> str:
             _f(row.peak_rss_mb, 1),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    errors = [f"- {r.system} {r.case.name} c={r.case.concurrency}: {dict(r.result.errors)}" for r in rows if r.result.errors]
+    errors = [
+        f"- {r.system} {r.case.name} c={r.case.concurrency}: {dict(r.result.errors)}" for r in rows if r.result.errors
+    ]
     if errors:
         lines += ["", "Errors:", *errors]
     return "\n".join(lines)
@@ -85,7 +87,11 @@ def table(rows: list[Row], case_order: list[Case]) -> str:
 
 def _find(rows: list[Row], system: str, name: str, concurrency: int | None = None) -> Row | None:
     for row in rows:
-        if row.system == system and row.case.name == name and (concurrency is None or row.case.concurrency == concurrency):
+        if (
+            row.system == system
+            and row.case.name == name
+            and (concurrency is None or row.case.concurrency == concurrency)
+        ):
             return row
     return None
 
@@ -113,7 +119,9 @@ def targets(rows: list[Row]) -> str:
     cpu = ns64.cpu_ms_per_request if ns64 else None
     out.append(("non-stream CPU ms/req (c=64)", cpu, "<= 1.0 (stretch 0.6)", _verdict(cpu, 1.0, at_most=True)))
     fwd = ratio(ns64, _find(rows, "forwarder", "non-stream", 64))
-    out.append(("non-stream req/s vs forwarder (c=64)", fwd, ">= 0.5 x (stretch 0.7 x)", _verdict(fwd, 0.5, at_most=False)))
+    out.append(
+        ("non-stream req/s vs forwarder (c=64)", fwd, ">= 0.5 x (stretch 0.7 x)", _verdict(fwd, 0.5, at_most=False))
+    )
     lite = ratio(ns64, _find(rows, "litellm", "non-stream", 64))
     out.append(("non-stream req/s vs LiteLLM (c=64)", lite, ">= 30 x", _verdict(lite, 30, at_most=False)))
     c1, d1 = sg.get(("non-stream", 1)), _find(rows, "direct", "non-stream", 1)

@@ -7,15 +7,18 @@ Rules this module owns:
   normal configuration: SQLite on disk in the run's work directory (WAL, synchronous=FULL), a real key
   created through the admin API (stored hashed), and every request limited, reserved, settled and
   recorded. Only the limits are raised, so the load generator is never refused.
-- `forwarder` (bench/forwarder.py) and `litellm` run from `bench/.venv-litellm` when it exists, pinned
-  to the same core as the gateway; LiteLLM has one worker and no database.
+- `forwarder` (bench/forwarder.py) runs on any interpreter with aiohttp (Seedgate's, else the LiteLLM
+  venv's); `litellm` runs from `bench/.venv-litellm` when it exists, with one worker and no database.
+  Both are pinned to the gateway core.
 - All of them listen on 127.0.0.1; each has a client-facing model name and key of its own.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import secrets
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,7 +69,13 @@ def seedgate_config(upstream_url: str, workdir: Path, port: int, master_key: str
         "database": {"url": f"sqlite+aiosqlite:///{workdir / 'seedgate.db'}"},
         "admin": {"master_key": master_key},
         "upstreams": [
-            {"name": "fake", "base_url": upstream_url, "api_key": UPSTREAM_KEY, "read_timeout": 60, "max_connections": 2000}
+            {
+                "name": "fake",
+                "base_url": upstream_url,
+                "api_key": UPSTREAM_KEY,
+                "read_timeout": 60,
+                "max_connections": 2000,
+            }
         ],
         "models": [
             {
@@ -85,7 +94,7 @@ def seedgate_config(upstream_url: str, workdir: Path, port: int, master_key: str
 
 
 def _post_json(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 -- a loopback URL we built
         url,
         data=json.dumps(body).encode(),
         headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
@@ -112,11 +121,29 @@ def litellm_available() -> bool:
     return (LITELLM_VENV / "bin" / "litellm").exists()
 
 
-def start_forwarder(upstream_url: str, workdir: Path, core: int | None) -> System:
+def forwarder_python() -> str | None:
+    """An interpreter with aiohttp and uvloop: Seedgate's own when it has them, else the LiteLLM venv's."""
+    if importlib.util.find_spec("aiohttp") is not None:
+        return sys.executable
+    if (LITELLM_VENV / "bin" / "python").exists():
+        return str(LITELLM_VENV / "bin" / "python")
+    return None
+
+
+def start_forwarder(python: str, upstream_url: str, workdir: Path, core: int | None) -> System:
     port = free_port()
     key = "sk-forwarder-" + secrets.token_hex(16)
-    argv = [str(LITELLM_VENV / "bin" / "python"), str(BENCH / "forwarder.py"), "--port", str(port)]
-    argv += ["--upstream", upstream_url, "--key", key, "--upstream-key", UPSTREAM_KEY, "--model", f"{MODEL}={UPSTREAM_MODEL}"]
+    argv = [python, str(BENCH / "forwarder.py"), "--port", str(port)]
+    argv += [
+        "--upstream",
+        upstream_url,
+        "--key",
+        key,
+        "--upstream-key",
+        UPSTREAM_KEY,
+        "--model",
+        f"{MODEL}={UPSTREAM_MODEL}",
+    ]
     service = Service("forwarder", pinned(core, argv), workdir / "forwarder.log", f"http://127.0.0.1:{port}/health")
     return System("forwarder", port, MODEL, {"authorization": f"Bearer {key}"}, service.start())
 
@@ -128,7 +155,11 @@ def start_litellm(upstream_url: str, workdir: Path, core: int | None) -> System:
         "model_list": [
             {
                 "model_name": MODEL,
-                "litellm_params": {"model": f"openai/{UPSTREAM_MODEL}", "api_base": upstream_url, "api_key": UPSTREAM_KEY},
+                "litellm_params": {
+                    "model": f"openai/{UPSTREAM_MODEL}",
+                    "api_base": upstream_url,
+                    "api_key": UPSTREAM_KEY,
+                },
             }
         ],
         "general_settings": {"master_key": key},

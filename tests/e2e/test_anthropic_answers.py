@@ -31,7 +31,8 @@ def ask(client: anthropic.Anthropic, *, stream: bool, **params: Any) -> Message:
     if stream:
         with client.messages.stream(**params) as events:
             return events.get_final_message()
-    return client.messages.create(**params)
+    message: Message = client.messages.create(**params)
+    return message
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
@@ -47,7 +48,8 @@ def test_plain_text_answer_is_one_text_block_ending_the_turn(
     assert message.id.startswith("msg_")
     assert message.model == MODEL
     assert [block.type for block in message.content] == ["text"]
-    assert message.content[0].type == "text" and message.content[0].text == "Hi there!"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "Hi there!"
     assert message.stop_reason == "end_turn"
     assert message.stop_sequence is None
     assert (message.usage.input_tokens, message.usage.output_tokens) == (12, 3)
@@ -60,7 +62,8 @@ def test_alias_model_is_served_and_upstream_gets_the_upstream_model(
     fake.enqueue({"content": "ok"})
     with claude(gateway, key) as client:
         message = ask(client, stream=False, model="claude-sonnet-4-6")
-    assert message.content[0].type == "text" and message.content[0].text == "ok"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "ok"
     assert fake.requests[-1]["body"]["model"] == "doubao-seed-2-0-pro-260215"
 
 
@@ -113,7 +116,8 @@ def test_non_stream_tool_call_has_parsed_input_and_tool_use_stop(
         message = ask(client, stream=False)
     assert [block.type for block in message.content] == ["text", "tool_use"]
     tool = message.content[1]
-    assert tool.type == "tool_use" and (tool.id, tool.name, tool.input) == ("call_1", "Read", {"file_path": "/b"})
+    assert tool.type == "tool_use"
+    assert (tool.id, tool.name, tool.input) == ("call_1", "Read", {"file_path": "/b"})
     assert message.stop_reason == "tool_use"
 
 
@@ -127,9 +131,11 @@ def test_reasoning_becomes_a_signed_thinking_block_before_the_text(
         message = ask(client, stream=stream, thinking={"type": "enabled", "budget_tokens": 512})
     assert [block.type for block in message.content] == ["thinking", "text"]
     thinking, text = message.content
-    assert thinking.type == "thinking" and thinking.thinking == "The user greets me."
+    assert thinking.type == "thinking"
+    assert thinking.thinking == "The user greets me."
     assert thinking.signature
-    assert text.type == "text" and text.text == "Hello!"
+    assert text.type == "text"
+    assert text.text == "Hello!"
     assert message.stop_reason == "end_turn"
     assert fake.requests[-1]["body"]["thinking"] == {"type": "enabled"}
 
@@ -152,7 +158,8 @@ def test_length_finish_is_a_max_tokens_stop(gateway: GatewayProcess, fake: FakeU
     with claude(gateway, key) as client:
         message = ask(client, stream=stream, max_tokens=2)
     assert message.stop_reason == "max_tokens"
-    assert message.content[0].type == "text" and message.content[0].text == "Once upon"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "Once upon"
     assert fake.requests[-1]["body"]["max_completion_tokens"] == 2
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import anthropic
 import pytest
+from anthropic.types import Message
 
 from app.fake_upstream import FakeUpstreamThread
 from tests.support.gateway import GatewayProcess
@@ -25,9 +26,12 @@ def claude(gateway: GatewayProcess, key: str) -> anthropic.Anthropic:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["create", "stream"])
-def test_known_usage_changes_the_balance_exactly(gateway: GatewayProcess, fake: FakeUpstreamThread, stream: bool) -> None:
+def test_known_usage_changes_the_balance_exactly(
+    gateway: GatewayProcess, fake: FakeUpstreamThread, stream: bool
+) -> None:
     key_id, key = gateway.create_key("1")
     fake.enqueue({"content": "Done.", "usage": KNOWN_USAGE})
+    message: Message
     with claude(gateway, key) as client:
         if stream:
             with client.messages.stream(model=MODEL, max_tokens=1000, messages=HELLO) as events:
@@ -76,7 +80,8 @@ def test_count_tokens_needs_a_valid_key(gateway: GatewayProcess, fake: FakeUpstr
     with claude(gateway, "sk-not-a-seedgate-key") as client, pytest.raises(anthropic.AuthenticationError) as caught:
         client.messages.count_tokens(model=MODEL, messages=HELLO)
     body = caught.value.body
-    assert isinstance(body, dict) and body["error"]["type"] == "authentication_error"
+    assert isinstance(body, dict)
+    assert body["error"]["type"] == "authentication_error"
 
 
 def test_count_tokens_costs_nothing(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:

@@ -32,8 +32,10 @@ def assert_envelope(body: Any, error_type: str) -> None:
     assert isinstance(body, dict)
     assert body["type"] == "error"
     assert body["error"]["type"] == error_type
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert isinstance(body["request_id"], str) and body["request_id"].startswith("req_")
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    assert isinstance(body["request_id"], str)
+    assert body["request_id"].startswith("req_")
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -153,7 +155,8 @@ def test_broken_upstream_stream_makes_the_sdk_raise(gateway: GatewayProcess, fak
             texts.extend(events.text_stream)
     assert "".join(texts) == "Hello"
     body = caught.value.body
-    assert isinstance(body, dict) and body["type"] == "error"
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
     assert body["error"]["type"] in ("api_error", "overloaded_error")
 
     wait_for(lambda: len(gateway.usage(key_id)) == 1 and gateway.key(key_id)["held_usd"] == "0.00")
@@ -177,7 +180,8 @@ def test_broken_upstream_stream_ends_with_an_error_event_not_end_turn(
     names = [name for name, _ in events]
     assert names[0] == "message_start"
     assert names[-1] == "error"
-    assert "message_delta" not in names and "message_stop" not in names
+    assert "message_delta" not in names
+    assert "message_stop" not in names
     for name, data in events:
         assert data["type"] == name
     wait_for(lambda: len(gateway.usage(key_id)) == 1 and gateway.key(key_id)["held_usd"] == "0.00")
@@ -192,5 +196,6 @@ def test_upstream_error_event_mid_stream_ends_with_an_error_event(
         with client.messages.stream(model=MODEL, max_tokens=100, messages=HELLO) as events:
             events.get_final_message()
     body = caught.value.body
-    assert isinstance(body, dict) and body["type"] == "error"
+    assert isinstance(body, dict)
+    assert body["type"] == "error"
     wait_for(lambda: gateway.key(key_id)["held_usd"] == "0.00")

@@ -70,7 +70,8 @@ def test_tool_result_turn_reaches_upstream_as_tool_messages_in_order(
     with claude(gateway, key) as client:
         with client.messages.stream(model=MODEL, max_tokens=4096, messages=messages, tools=tools) as events:
             answer = events.get_final_message()
-    assert answer.content[0].type == "text" and answer.content[0].text == "Both files read."
+    assert answer.content[0].type == "text"
+    assert answer.content[0].text == "Both files read."
 
     sent = upstream_body(fake)["messages"]
     assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool", "user"]
@@ -85,7 +86,8 @@ def test_tool_result_turn_reaches_upstream_as_tool_messages_in_order(
     assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"file_path": "/a"}, {"file_path": "/b"}]
     assert (sent[2]["tool_call_id"], sent[2]["content"]) == ("call_a", "contents of a")
     assert sent[3]["tool_call_id"] == "call_b"
-    assert sent[3]["content"] != "no such file" and sent[3]["content"].endswith("no such file")  # is_error visible
+    assert sent[3]["content"] != "no such file"
+    assert sent[3]["content"].endswith("no such file")
     assert sent[4]["content"] == "Now summarise."
     assert upstream_body(fake)["tools"] == [
         {
@@ -138,7 +140,8 @@ def test_unknown_top_level_fields_are_tolerated_and_not_forwarded(
     }
     with claude(gateway, key) as client:
         message = client.messages.create(model=MODEL, max_tokens=1024, messages=HELLO, extra_body=extra)
-    assert message.content[0].type == "text" and message.content[0].text == "ok"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "ok"
     body = upstream_body(fake)
     assert not set(extra) & set(body)
 
@@ -210,12 +213,16 @@ def test_beta_query_and_any_anthropic_beta_header_are_accepted(
     fake.enqueue({"content": "beta ok"}, {"content": "header ok"})
     with claude(gateway, key) as client:
         # the beta resource posts to /v1/messages?beta=true with an anthropic-beta header, like Claude Code
-        beta = client.beta.messages.create(
+        raw = client.beta.messages.with_raw_response.create(
             model=MODEL,
             max_tokens=1024,
             messages=HELLO,
             betas=["interleaved-thinking-2025-05-14", "some-future-beta-2099-01-01"],
+            extra_query={"beta": "true"},
         )
+        assert raw.http_request.url.params["beta"] == "true"
+        assert raw.http_request.headers["anthropic-beta"].startswith("interleaved-thinking")
+        beta = raw.parse()
         plain = client.messages.create(
             model=MODEL,
             max_tokens=1024,
@@ -225,8 +232,10 @@ def test_beta_query_and_any_anthropic_beta_header_are_accepted(
                 "x-claude-code-session-id": "s1",
             },
         )
-    assert beta.content[0].type == "text" and beta.content[0].text == "beta ok"
-    assert plain.content[0].type == "text" and plain.content[0].text == "header ok"
+    assert beta.content[0].type == "text"
+    assert beta.content[0].text == "beta ok"
+    assert plain.content[0].type == "text"
+    assert plain.content[0].text == "header ok"
     assert len(fake.requests) == 2
     for request in fake.requests:
         assert not any(name.lower().startswith("anthropic") for name in request["headers"])
@@ -240,4 +249,5 @@ def test_bearer_token_authenticates_like_x_api_key(
     fake.enqueue({"content": "bearer ok"})
     with anthropic.Anthropic(base_url=gateway.base_url, auth_token=key, max_retries=0, timeout=20) as client:
         message = client.messages.create(model=MODEL, max_tokens=1024, messages=HELLO)
-    assert message.content[0].type == "text" and message.content[0].text == "bearer ok"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "bearer ok"

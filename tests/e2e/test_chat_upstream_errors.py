@@ -1,10 +1,14 @@
 """Upstream failures become the gateway's own errors (451, 502, 503, 504), never the upstream's body.
 
 A request the upstream refused consumed nothing: the hold is released, the balance is unchanged and
-no usage row is written.
+no usage row is written. Failures the upstream never accepted (429/5xx, connect errors) are tried
+again (``FAULT_TOLERANT`` allows two attempts); the rest are not.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
@@ -12,6 +16,7 @@ import pytest
 from app.fake_upstream import FakeUpstreamThread
 from tests.e2e.conftest import StartGateway
 from tests.support.gateway import (
+    FAULT_TOLERANT,
     HELLO,
     MASTER_KEY,
     UPSTREAM_KEY,
@@ -19,6 +24,8 @@ from tests.support.gateway import (
     api_client,
     assert_untouched,
     chat_body,
+    dedicated_gateway,
+    deep_merge,
     error_of,
     free_port,
     openai_client,
@@ -29,6 +36,23 @@ LEAKY_SECRET = "sk-proj-LEAKEDabcdefghijklmnopqrstuvwxyz0123456789"
 
 def leaky_body(message: str) -> dict[str, object]:
     return {"error": {"message": message, "type": "server_error", "param": None, "code": "InternalServiceError"}}
+
+
+@pytest.fixture(scope="module")
+def faults_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
+    with dedicated_gateway(tmp_path_factory.mktemp("faults"), upstream.url, FAULT_TOLERANT) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+def gateway(faults_gateway: GatewayProcess, fake: FakeUpstreamThread) -> GatewayProcess:
+    """This module's gateway replaces the shared one: its failures must not trip the shared breaker."""
+    return faults_gateway
+
+
+def failing(script: dict[str, Any], fake: FakeUpstreamThread) -> None:
+    """Queue ``script`` for every attempt the gateway may make."""
+    fake.enqueue(script, script)
 
 
 def test_sensitive_content_is_451_and_logged_as_a_policy_event(
@@ -43,10 +67,11 @@ def test_sensitive_content_is_451_and_logged_as_a_policy_event(
             "type": "BadRequest",
         }
     }
-    fake.enqueue({"status": 400, "error_body": body})
+    failing({"status": 400, "error_body": body}, fake)
     with api_client(gateway, key) as http:
         response = http.post("/v1/chat/completions", json=chat_body())
     error = error_of(response, 451)
+    assert len(fake.requests) == 1  # a refusal on content is final
     assert error["type"] == "content_policy_violation"
     assert_untouched(gateway, key_id, "1.00")
     with gateway.admin() as admin:
@@ -58,16 +83,17 @@ def test_sensitive_content_is_451_and_logged_as_a_policy_event(
     assert event["request_id"] == response.headers["x-request-id"]
 
 
-@pytest.mark.parametrize("status", [500, 401, 403])
+@pytest.mark.parametrize(("status", "attempts"), [(500, 2), (502, 2), (401, 1), (403, 1)])
 def test_upstream_failure_is_502_without_the_upstream_body_or_key(
-    gateway: GatewayProcess, fake: FakeUpstreamThread, status: int
+    gateway: GatewayProcess, fake: FakeUpstreamThread, status: int, attempts: int
 ) -> None:
     key_id, key = gateway.create_key("1")
     echoed = f"invalid header Authorization: Bearer {UPSTREAM_KEY}; also saw {LEAKY_SECRET} and {MASTER_KEY}"
-    fake.enqueue({"status": status, "error_body": leaky_body(echoed)})
+    failing({"status": status, "error_body": leaky_body(echoed)}, fake)
     with api_client(gateway, key) as http:
         response = http.post("/v1/chat/completions", json=chat_body())
     error = error_of(response, 502)
+    assert len(fake.requests) == attempts
     assert error["type"] == "upstream_error"
     for secret in (UPSTREAM_KEY, LEAKY_SECRET, MASTER_KEY, "invalid header", "InternalServiceError"):
         assert secret not in response.text
@@ -77,7 +103,7 @@ def test_upstream_failure_is_502_without_the_upstream_body_or_key(
 
 def test_upstream_bad_request_message_is_redacted(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"status": 400, "error_body": leaky_body(f"bad field; key {LEAKY_SECRET} / {UPSTREAM_KEY}")})
+    failing({"status": 400, "error_body": leaky_body(f"bad field; key {LEAKY_SECRET} / {UPSTREAM_KEY}")}, fake)
     with api_client(gateway, key) as http:
         response = http.post("/v1/chat/completions", json=chat_body())
     error_of(response, 400)
@@ -88,7 +114,7 @@ def test_upstream_bad_request_message_is_redacted(gateway: GatewayProcess, fake:
 
 def test_sdk_raises_internal_server_error_on_502(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"status": 500})
+    failing({"status": 500}, fake)
     with openai_client(gateway, key) as client, pytest.raises(openai.InternalServerError) as caught:
         client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO)
     assert caught.value.status_code == 502
@@ -97,7 +123,7 @@ def test_sdk_raises_internal_server_error_on_502(gateway: GatewayProcess, fake: 
 
 def test_upstream_unavailable_is_503(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"status": 503, "error_body": leaky_body("overloaded, key " + UPSTREAM_KEY)})
+    failing({"status": 503, "error_body": leaky_body("overloaded, key " + UPSTREAM_KEY)}, fake)
     with api_client(gateway, key) as http:
         response = http.post("/v1/chat/completions", json=chat_body(stream=True))
     assert error_of(response, 503)["type"] == "service_unavailable"
@@ -107,7 +133,7 @@ def test_upstream_unavailable_is_503(gateway: GatewayProcess, fake: FakeUpstream
 
 def test_upstream_rate_limit_is_429_with_retry_after(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"status": 429, "headers": {"retry-after": "7"}})
+    failing({"status": 429, "headers": {"retry-after": "7"}}, fake)
     with api_client(gateway, key) as http:
         response = http.post("/v1/chat/completions", json=chat_body())
     assert error_of(response, 429)["type"] == "rate_limit_error"
@@ -115,10 +141,26 @@ def test_upstream_rate_limit_is_429_with_retry_after(gateway: GatewayProcess, fa
     assert_untouched(gateway, key_id, "1.00")
 
 
+def test_failure_the_upstream_never_accepted_is_retried_under_one_hold(
+    gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"status": 500}, {"usage": {"prompt_tokens": 1000, "completion_tokens": 1000}})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body())
+    assert response.status_code == 200, response.text
+    assert len(fake.requests) == 2
+    [row] = gateway.usage(key_id)
+    assert row["request_id"] == response.headers["x-request-id"]
+    # 1000 * 0.47/M + 1000 * 2.37/M, charged once
+    assert row["cost_usd"] == "0.00284"
+    assert gateway.key(key_id)["balance_usd"] == "0.99716"
+
+
 def test_unreachable_upstream_is_502(start_gateway: StartGateway) -> None:
     closed = free_port()  # nothing listens there
     upstreams = [{"name": "ark", "base_url": f"http://127.0.0.1:{closed}/v1", "api_key": UPSTREAM_KEY}]
-    gateway = start_gateway({"upstreams": upstreams})
+    gateway = start_gateway(deep_merge(FAULT_TOLERANT, {"upstreams": upstreams}))
     key_id, key = gateway.create_key("1")
     with api_client(gateway, key) as http:
         plain = http.post("/v1/chat/completions", json=chat_body())
@@ -131,9 +173,9 @@ def test_unreachable_upstream_is_502(start_gateway: StartGateway) -> None:
 
 def test_upstream_silent_past_read_timeout_is_504(start_gateway: StartGateway, fake: FakeUpstreamThread) -> None:
     upstreams = [{"name": "ark", "base_url": fake.url, "api_key": UPSTREAM_KEY, "read_timeout": 0.3}]
-    gateway = start_gateway({"upstreams": upstreams})
+    gateway = start_gateway(deep_merge(FAULT_TOLERANT, {"upstreams": upstreams}))
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"delay_before_headers": 1.5}, {"delay_before_headers": 1.5})
+    fake.enqueue(*[{"delay_before_headers": 1.5}] * 4)
     with api_client(gateway, key) as http:
         plain = http.post("/v1/chat/completions", json=chat_body())
         streamed = http.post("/v1/chat/completions", json=chat_body(stream=True))
@@ -141,5 +183,6 @@ def test_upstream_silent_past_read_timeout_is_504(start_gateway: StartGateway, f
         error = error_of(response, 504)
         assert error["type"] == "timeout_error"
         assert error["code"] == "upstream_timeout"
+    assert len(fake.requests) == 2  # the request was written: a read timeout is never retried
     assert_untouched(gateway, key_id, "1.00")
     assert gateway.ledger()["balanced"] is True

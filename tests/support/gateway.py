@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -245,3 +247,53 @@ def sqlite_path(gateway: GatewayProcess) -> Path:
     prefix = "sqlite+aiosqlite:///"
     assert url.startswith(prefix), url
     return Path(url[len(prefix) :])
+
+
+# Upstream-failure suites run on their own gateway: a failing test must not open the shared gateway's
+# circuit breaker for the tests after it, and two attempts show the retry rule without slowing down.
+FAULT_TOLERANT = {
+    "routing": {"max_attempts": 2, "backoff_seconds": 0.01, "max_backoff_seconds": 0.05, "breaker_failures": 1000}
+}
+
+
+@contextlib.contextmanager
+def dedicated_gateway(workdir: Path, upstream_url: str, overrides: dict[str, Any]) -> Iterator[GatewayProcess]:
+    """A gateway of its own (for a module-scoped fixture) on the selected test backend."""
+    from tests.support.backends import backend_overrides, database_url
+
+    config = deep_merge(deep_merge(base_config(upstream_url, database_url(workdir)), backend_overrides()), overrides)
+    gateway = GatewayProcess(workdir, config).start()
+    try:
+        yield gateway
+    finally:
+        gateway.terminate()
+
+
+def database_bytes(gateway: GatewayProcess) -> bytes:
+    """Everything the gateway stored: the SQLite files, or every row of every table on Postgres."""
+    url: str = gateway.config["database"]["url"]
+    if url.startswith("sqlite"):
+        path = sqlite_path(gateway)
+        files = [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-journal"))]
+        return b"".join(f.read_bytes() for f in files if f.exists())
+    return _postgres_rows(url).encode("utf-8", "surrogatepass")
+
+
+def _postgres_rows(url: str) -> str:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def dump() -> str:
+        engine = create_async_engine(url)
+        parts: list[str] = []
+        try:
+            async with engine.connect() as conn:
+                tables = await conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+                for (table,) in tables.all():
+                    rows = await conn.execute(text(f'SELECT * FROM "{table}"'))  # noqa: S608 -- names from pg_tables
+                    parts.extend(repr(tuple(row)) for row in rows.all())
+        finally:
+            await engine.dispose()
+        return "\n".join(parts)
+
+    return asyncio.run(dump())

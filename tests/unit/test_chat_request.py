@@ -177,7 +177,10 @@ def test_content_parts_of_any_type_pass_through() -> None:
         (body(tools=[{"type": "function"}]), "tools[0]"),
         (body(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools[0].function.name"),
         (body(tools=[{"type": "function", "function": {"name": "f" * 65}}]), "tools[0].function.name"),
-        (body(tools=[{"type": "function", "function": {"name": "f", "parameters": "{}"}}]), "tools[0].function.parameters"),
+        (
+            body(tools=[{"type": "function", "function": {"name": "f", "parameters": "{}"}}]),
+            "tools[0].function.parameters",
+        ),
         (body(tool_choice="always"), "tool_choice"),
         (body(tool_choice={"type": "function", "function": {}}), "tool_choice"),
         (body(tool_choice=["auto"]), "tool_choice"),
