@@ -12,12 +12,14 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
+from redis.asyncio import Redis
+
 from app.billing import Ledger
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
 from app.db import Database
 from app.keys import KeyStore
-from app.limits import Limiter, MemoryLimiter
+from app.limits import FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter, connect
 from app.routing import Router
 from app.settings import Settings
 from app.upstream import Upstream
@@ -46,6 +48,17 @@ class Lifecycle:
             self.idle.set()
 
 
+def build_limiter(settings: Settings) -> tuple[Limiter, Redis | None]:
+    """In-memory limits for one process; with ``redis.url``, limits shared by every worker and host,
+    falling back to local counting while Redis is unreachable (money never depends on Redis)."""
+    local = MemoryLimiter(max_buckets=settings.limits.max_limiter_buckets)
+    if settings.redis.url is None:
+        return local, None
+    client = connect(settings.redis.url.get_secret_value())
+    shared = RedisLimiter(client, prefix=settings.redis.prefix)
+    return FallbackLimiter(shared, local, max_buckets=settings.limits.max_limiter_buckets), client
+
+
 @dataclass
 class Gateway:
     settings: Settings
@@ -58,6 +71,7 @@ class Gateway:
     router: Router
     trusted: TrustedProxies
     instance_id: str
+    redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     extensions: dict[str, object] = field(default_factory=dict)  # per-frontend state built on first use
     _background: asyncio.Task[None] | None = None
@@ -67,13 +81,15 @@ class Gateway:
         instance_id = settings.server.instance_id or f"inst_{secrets.token_hex(8)}"
         db = Database(settings.database.url, echo=settings.database.echo)
         upstreams = {u.name: Upstream(u) for u in settings.upstreams}
+        limiter, redis = build_limiter(settings)
         gateway = cls(
             settings=settings,
             db=db,
             catalog=Catalog.from_settings(settings),
             keys=KeyStore(db, cache_ttl=settings.auth.cache_ttl_seconds),
             ledger=Ledger(db, owner=instance_id, hold_ttl=settings.billing.hold_ttl_seconds, writer=db.writer),
-            limiter=MemoryLimiter(max_buckets=settings.limits.max_limiter_buckets),
+            limiter=limiter,
+            redis=redis,
             upstreams=upstreams,
             router=Router(settings.routing, upstreams),
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
@@ -111,6 +127,8 @@ class Gateway:
                 await self.lifecycle.idle.wait()
 
     async def aclose(self) -> None:
+        if self.redis is not None:
+            await self.redis.aclose()
         if self._background is not None:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):

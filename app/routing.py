@@ -9,6 +9,7 @@ accepted the request -- a connect error, a pool timeout, or an HTTP 429/5xx answ
 content -- and nothing has been sent to the client, which holds by construction: attempts happen
 before the response starts. At most ``routing.max_attempts`` attempts (cycling over the targets),
 with exponential back-off that honours the upstream's ``Retry-After`` and never passes the deadline.
+Each attempt is bounded by the request's total deadline too, not only by the upstream's idle timeout.
 One reservation covers all attempts.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 from app.breaker import Breakers
 from app.catalog import CatalogModel, Target
-from app.errors import ServiceUnavailable
+from app.errors import ServiceUnavailable, UpstreamTimeout
 from app.settings import RoutingSettings
 from app.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
@@ -66,9 +67,7 @@ class Router:
             health = self.breakers[target.key]
             started = time.perf_counter()
             try:
-                response = await self.upstreams[target.upstream].open(
-                    {**body_for(target), "model": target.upstream_model}, read_timeout=target.read_timeout
-                )
+                response = await self._attempt(target, body_for(target), deadline)
             except UpstreamFailure as failure:
                 failure.attempts = attempts
                 if failure.retryable or failure.error.status >= 500:
@@ -87,6 +86,17 @@ class Router:
             headers={"retry-after": str(max(1, round(soonest)))},
             fallback_suggestion="try different model",
         )
+
+    async def _attempt(self, target: Target, body: dict[str, Any], deadline: float) -> UpstreamResponse:
+        """One call, bounded by the request's total deadline as well as the upstream's own timeouts."""
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.upstreams[target.upstream].open(
+                    {**body, "model": target.upstream_model}, read_timeout=target.read_timeout
+                )
+        except TimeoutError:
+            # the deadline passed while the upstream held the request: no time is left for another try
+            raise UpstreamFailure(UpstreamTimeout("The upstream service timed out."), retryable=False) from None
 
     def _pick(self, order: list[Target], attempt: int) -> Target | None:
         """The next target in rotation whose circuit lets a request through."""

@@ -9,6 +9,9 @@ Rules this module owns:
   same upstream behaviour. Streams always ask for `stream_options.include_usage`.
 - The open-streams case holds `open_streams` slow streams at once (connects spread over two seconds,
   each stream ~11 s long), one request per connection, and reports peak RSS while they are open.
+- The machine is shared, so every run also reports how many cores processes outside the benchmark
+  (not the server, the upstream or the load generator) kept busy meanwhile: figures taken while that
+  is high are noise, and say so.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 from bench.loadgen import Job, Result, build_request, percentile, run
-from bench.procs import RssSampler, cpu_seconds, peak_rss_mb, reset_peak_rss
+from bench.procs import RssSampler, cpu_seconds, machine_busy, own_cpu, peak_rss_mb, reset_peak_rss
 from bench.targets import System
 
 MAX_REQUESTS = 500_000  # per measured run; far above what a few seconds can reach, but a bound
@@ -68,6 +71,7 @@ class Row:
     result: Result
     cpu_seconds: float
     peak_rss_mb: float
+    foreign_cores: float = 0.0  # cores kept busy by processes outside this benchmark during the run
 
     def _ms(self, values: list[float], fraction: float) -> float:
         return percentile(values, fraction) * 1000
@@ -104,15 +108,20 @@ def _job(system: System, case: Case, duration: float, timeout: float) -> Job:
     return Job("127.0.0.1", system.port, request, case.stream, case.concurrency, duration, MAX_REQUESTS, timeout)
 
 
-async def measure(system: System, case: Case, *, duration: float, warmup: float, answer_timeout: float = 60.0) -> Row:
+async def measure(
+    system: System, case: Case, *, duration: float, warmup: float, upstream_pid: int, answer_timeout: float = 60.0
+) -> Row:
     if warmup > 0:
         # the open-streams case warms up on fast streams: a slow one would outlast the warm-up tenfold
         script = "s20" if case.open_streams else case.script
         await run(_job(system, Case(case.name, min(case.concurrency, 64), script), warmup, answer_timeout))
     job = _job(system, case, duration, answer_timeout)
     reset_peak_rss(system.pid)
-    cpu_before = cpu_seconds(system.pid)
+    pids = sorted({system.pid, upstream_pid})
+    before = [cpu_seconds(system.pid), *(cpu_seconds(p) for p in pids), own_cpu(), machine_busy()]
     async with RssSampler(system.pid) as sampler:
         result = await run(job)
-    cpu = cpu_seconds(system.pid) - cpu_before
-    return Row(system.name, case, result, cpu, max(sampler.peak, peak_rss_mb(system.pid)))
+    after = [cpu_seconds(system.pid), *(cpu_seconds(p) for p in pids), own_cpu(), machine_busy()]
+    delta = [b - a for a, b in zip(before, after, strict=True)]
+    foreign = max(0.0, delta[-1] - sum(delta[1:-1])) / result.elapsed if result.elapsed else 0.0
+    return Row(system.name, case, result, delta[0], max(sampler.peak, peak_rss_mb(system.pid)), foreign)

@@ -146,6 +146,19 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return found
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores have spent busy since boot (everything but idle and iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return (sum(fields[:8]) - idle) / _TICKS
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process (the load generator), all threads."""
+    times = os.times()
+    return times.user + times.system
+
+
 def _task_fields(pid: int, tid: int) -> list[str]:
     stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
     return stat[stat.rindex(")") + 2 :].split()

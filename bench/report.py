@@ -6,6 +6,8 @@ Rules this module owns:
   are the system's figure minus `direct`'s for the same case and concurrency (blank for direct itself).
 - "CPU ms/req" is the server process's CPU during the measured run divided by successful requests (for
   `direct`, the fake upstream's own CPU). Peak RSS is the server's VmHWM (or sampled VmRSS) in that run.
+- "other load" is the cores kept busy by processes outside the benchmark during the run (a shared
+  machine); rows with a high figure are noise.
 - Targets are judged on Seedgate's rows only; a target whose inputs are missing (no forwarder or
   LiteLLM in this run) is reported as "n/a", never as met.
 """
@@ -33,6 +35,7 @@ _COLUMNS = (
     "+TTFB p50",
     "CPU ms/req",
     "peak RSS MB",
+    "other load",
 )
 
 
@@ -75,6 +78,7 @@ def table(rows: list[Row], case_order: list[Case]) -> str:
             added(lambda r: r.ttfb(0.5)) if stream else "",
             _f(row.cpu_ms_per_request, 3),
             _f(row.peak_rss_mb, 1),
+            _f(row.foreign_cores),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     errors = [

@@ -106,11 +106,11 @@ def _starters(args: argparse.Namespace, upstream_url: str, workdir: Path) -> lis
     return starters
 
 
-async def _cases(system: System, cases: list[Case], args: argparse.Namespace) -> list[Row]:
+async def _cases(system: System, cases: list[Case], args: argparse.Namespace, upstream_pid: int) -> list[Row]:
     rows = []
     for case in cases:
         print(f"bench: {system.name} {case.name} c={case.concurrency} ...", file=sys.stderr, flush=True)
-        row = await measure(system, case, duration=args.duration, warmup=args.warmup)
+        row = await measure(system, case, duration=args.duration, warmup=args.warmup, upstream_pid=upstream_pid)
         print(
             f"bench:   {row.result.ok} ok, {row.result.rate:.1f} req/s, errors {dict(row.result.errors)}",
             file=sys.stderr,
@@ -119,7 +119,7 @@ async def _cases(system: System, cases: list[Case], args: argparse.Namespace) ->
     return rows
 
 
-async def _profile(system: System, args: argparse.Namespace) -> str:
+async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) -> str:
     """py-spy recording of Seedgate during a non-stream run at concurrency 16."""
     args.profile.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -132,7 +132,7 @@ async def _profile(system: System, args: argparse.Namespace) -> str:
     spy = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     threads_before = thread_cpu(system.pid)
     try:
-        row = await measure(system, Case("non-stream", 16), duration=seconds, warmup=0)
+        row = await measure(system, Case("non-stream", 16), duration=seconds, warmup=0, upstream_pid=upstream_pid)
     finally:
         async with asyncio.timeout(30):
             await spy.wait()
@@ -158,15 +158,15 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
             services.append(system.service)
             samples, results = await soak.soak(system, args.soak, args.sample_interval)
             return soak.render(system, args.soak, samples, results)
-        rows += await _cases(direct(upstream), cases, args)
+        rows += await _cases(direct(upstream), cases, args, upstream.pid)
         for name, start in _starters(args, upstream_url, workdir):
             print(f"bench: starting {name}", file=sys.stderr, flush=True)
             system = start()
             services.append(system.service)
             notes.append(f"{name} idle RSS after start: {rss_mb(system.pid):.1f} MB")
-            rows += await _cases(system, cases, args)
+            rows += await _cases(system, cases, args, upstream.pid)
             if name == "seedgate" and args.profile is not None:
-                notes.append(await _profile(system, args))
+                notes.append(await _profile(system, args, upstream.pid))
             system.service.stop()
     finally:
         for service in reversed(services):

@@ -5,7 +5,9 @@ the single-process backend. A gateway running several workers must use a shared 
 because in-memory counters would each count alone.
 """
 
+from app.limits.fallback import FallbackLimiter
 from app.limits.limiter import Decision, Limiter, ratelimit_headers
 from app.limits.memory import MemoryLimiter
+from app.limits.redis import RedisLimiter, connect
 
-__all__ = ["Decision", "Limiter", "MemoryLimiter", "ratelimit_headers"]
+__all__ = ["Decision", "FallbackLimiter", "Limiter", "MemoryLimiter", "RedisLimiter", "connect", "ratelimit_headers"]

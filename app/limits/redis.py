@@ -14,6 +14,8 @@ Rules owned here:
   Nothing outlives its usefulness, so the key space stays bounded without any sweeper.
 - Rate and concurrency buckets share one key space under `prefix`; using a name as the other kind is a
   `ValueError`, as in memory.
+- Needs Redis >= 5 (scripts that call TIME and then write, ZPOPMIN). One key per script, so it also
+  works on a Redis Cluster.
 """
 
 from __future__ import annotations

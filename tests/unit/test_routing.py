@@ -46,14 +46,17 @@ class ScriptedUpstream(Upstream):
 
     def __init__(self, name: str, calls: list[tuple[str, dict[str, Any]]]) -> None:
         super().__init__(UpstreamSettings(name=name, base_url=f"http://{name}.invalid/v1", api_key=SecretStr("k")))
-        self.steps: list[UpstreamFailure] = []
+        self.steps: list[UpstreamFailure | float] = []  # a float: answer 200 after that many seconds
         self.accepted: list[UpstreamResponse] = []
         self._calls = calls
 
     async def open(self, body: dict[str, Any], *, read_timeout: float | None = None) -> UpstreamResponse:
         self._calls.append((self.name, body))
-        if self.steps:
-            raise self.steps.pop(0)
+        step = self.steps.pop(0) if self.steps else 0.0
+        if isinstance(step, UpstreamFailure):
+            raise step
+        if step:
+            await asyncio.sleep(step)
         response = UpstreamResponse.__new__(UpstreamResponse)  # never read: the router only hands it on
         self.accepted.append(response)
         return response
@@ -65,7 +68,7 @@ class ScriptedUpstreams:
         self.by_name = {name: ScriptedUpstream(name, self.calls) for name in names}
         self.upstreams: dict[str, Upstream] = dict(self.by_name)
 
-    def script(self, name: str, *steps: UpstreamFailure) -> None:
+    def script(self, name: str, *steps: UpstreamFailure | float) -> None:
         self.by_name[name].steps.extend(steps)
 
     def called(self) -> list[str]:
@@ -226,6 +229,22 @@ async def test_the_last_refusal_reaches_the_client_when_attempts_run_out(scripte
     assert isinstance(caught.value.error, RateLimited)
     assert caught.value.error.headers["retry-after"] == "7"
     assert caught.value.attempts == 3
+
+
+async def test_an_answer_slower_than_the_total_deadline_is_a_timeout_without_retry(
+    scripted: ScriptedUpstreams,
+) -> None:
+    scripted.script("a", 5.0)
+    router = Router(routing(), scripted.upstreams)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(UpstreamFailure) as caught:
+        await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline(0.2))
+    assert loop.time() - started < 1.0
+    assert isinstance(caught.value.error, UpstreamTimeout)
+    assert caught.value.attempts == 1
+    assert scripted.called() == ["a"]
+    assert router.breakers["a/model-a"].consecutive_failures == 1
 
 
 # --- back-off ------------------------------------------------------------------------------------
