@@ -300,6 +300,7 @@ class Ledger:
 
     async def recover(self, *, dead_after: float) -> int:
         """Settle holds left behind by dead processes or past expiry. Returns how many were settled."""
+        await self.flush()  # holds acknowledged but not yet committed must be seen too
         now = datetime.now(UTC)
         alive_since = now - timedelta(seconds=dead_after)
         live_owners = select(instances.c.id).where(instances.c.heartbeat_at >= alive_since)

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 # the value after x-api-key may be quoted, as in a logged dict or JSON of headers
 _PATTERNS = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[^\s\"',]+|(?i:x-api-key)[\"']?\s*[:=]\s*[\"']?[^\s\"',]+)"
+    r"(sk-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[^\s\"',]+|(?i:authorization)[\"']?\s*[:=]\s*[\"']?[^\"',]+|(?i:x-api-key)[\"']?\s*[:=]\s*[\"']?[^\s\"',]+)"
 )
 REDACTED = "[redacted]"
 

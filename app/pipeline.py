@@ -24,7 +24,6 @@ from app.catalog import CatalogModel
 from app.chat_request import ChatRequest
 from app.errors import (
     AuthenticationFailed,
-    GatewayError,
     InvalidRequest,
     ModelNotAllowed,
     ModelNotFound,
@@ -46,7 +45,6 @@ from app.upstream import (
     UpstreamReadTimeout,
     UpstreamResponse,
     classify_error,
-    is_policy_code,
 )
 from app.usage import record_policy_event
 
@@ -306,6 +304,3 @@ async def _record_policy(gw: Gateway, ticket: Ticket, code: str | None) -> None:
     except Exception:
         # a lost audit row must not turn the client's answer into a 500
         log.exception("could not record policy event")
-
-
-__all__ = ["Call", "Frontend", "GatewayError", "handle_chat", "is_policy_code"]

@@ -103,6 +103,7 @@ class Upstream:
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
         }
+        self._api_key = settings.api_key.get_secret_value()
         self._timeout = self._client_timeout(settings.read_timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -156,7 +157,9 @@ class Upstream:
             raw = b""
         finally:
             await wrapped.aclose()
-        raise classify_error(self.name, response.status, raw, response.headers.get("retry-after"))
+        raise classify_error(
+            self.name, response.status, raw, response.headers.get("retry-after"), secrets=(self._api_key,)
+        )
 
 
 async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
@@ -168,7 +171,10 @@ async def _read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     return bytes(buf[:limit])
 
 
-def redact(text: str) -> str:
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
     return _SECRETISH.sub("[redacted]", text)
 
 
@@ -185,15 +191,19 @@ def error_fields(raw: bytes) -> tuple[str | None, str | None]:
     return (str(code) if code is not None else None), (message if isinstance(message, str) else None)
 
 
-def is_policy_code(code: str | None, message: str | None = None) -> bool:
-    text = f"{code or ''} {message or ''}".lower()
-    return any(marker in text for marker in _POLICY_MARKERS)
+def is_policy_code(code: str | None) -> bool:
+    """Judged on the error code alone: a message saying "case-sensitive" is no policy refusal."""
+    lowered = (code or "").lower()
+    return any(marker in lowered for marker in _POLICY_MARKERS)
 
 
-def classify_error(name: str, status: int, raw: bytes, retry_after: str | None = None) -> UpstreamFailure:
+def classify_error(
+    name: str, status: int, raw: bytes, retry_after: str | None = None, *, secrets: tuple[str, ...] = ()
+) -> UpstreamFailure:
+    """What an upstream HTTP error means for the client; ``secrets`` are scrubbed from any shown text."""
     code, message = error_fields(raw)
     log.warning("upstream %s answered HTTP %s (code %s)", name, status, code)
-    if status == 451 or (status == 400 and is_policy_code(code, message)):
+    if status == 451 or (status == 400 and is_policy_code(code)):
         return UpstreamFailure(
             ContentPolicyViolation("The request or its answer was refused by the content policy."),
             retryable=False,
@@ -202,7 +212,7 @@ def classify_error(name: str, status: int, raw: bytes, retry_after: str | None =
             policy=True,
         )
     if status in (400, 422):
-        shown = redact(message)[:500] if message else "The upstream service rejected the request."
+        shown = redact(message, secrets)[:500] if message else "The upstream service rejected the request."
         return UpstreamFailure(InvalidRequest(shown, code="upstream_invalid_request"), False, status, code)
     if status == 413:
         return UpstreamFailure(PayloadTooLarge("The request is too large for the upstream."), False, status, code)

@@ -188,11 +188,14 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     command = shlex.join(["python", "bench/run.py", *(argv if argv is not None else sys.argv[1:])])
+    measured = (
+        "" if args.soak is not None else f" Measured {args.duration:g} s per case after {args.warmup:g} s warm-up."
+    )
     header = [
         f"Run {started} on {_machine()}.",
         f"Command: `{command}` (Seedgate source: {args.source}, revision {_revision(args.source)})",
         f"Pinning: systems under test on core {args.gateway_core}; load generator and fake upstream on core"
-        f" {args.load_core}. Measured {args.duration:g} s per case after {args.warmup:g} s warm-up.",
+        f" {args.load_core}.{measured}",
     ]
     text = "\n".join(header) + "\n\n" + body + "\n"
     print(text)

@@ -4,7 +4,8 @@ Rules this module owns:
 
 - The mix runs three closed loops at once for the whole soak: non-stream at concurrency 8, fast
   20-chunk streams at 4 and paced streams at 4. Each is bounded by the soak's deadline and a count.
-- RSS and fds are sampled at the start and every `interval` seconds after, and printed as they come.
+- RSS and fds are sampled at the start, every `interval` seconds after, and one second before the load
+  stops (never after it, when closing connections would skew the count); printed as they come.
 - "Flat" is judged from minute 2 to the end (warm-up growth before that is expected): the largest
   sample may exceed the smallest by at most 10%. A soak shorter than 3 minutes judges all samples after
   the first and says so.
@@ -68,7 +69,8 @@ async def soak(system: System, minutes: float, interval: float) -> tuple[list[Sa
         for c in MIX
     ]
     samples: list[Sample] = []
-    sampler = asyncio.create_task(_sample(system.pid, interval, time.monotonic() + duration + 1, samples))
+    # the last sample is taken just before the load stops, so closing connections are not counted
+    sampler = asyncio.create_task(_sample(system.pid, interval, time.monotonic() + max(duration - 1, 0), samples))
     results = await asyncio.gather(*(run(job) for job in jobs))
     await sampler
     return samples, list(zip(MIX, results, strict=True))

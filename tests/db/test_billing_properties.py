@@ -183,6 +183,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.timeout(300)  # room for Hypothesis to shrink a failure on a loaded machine
 @pytest.mark.parametrize("use_writer", [False, True], ids=["sqlalchemy", "sqlite-writer"])
 def test_random_money_operations_keep_the_books_exact(template: Path, tmp_path: Path, use_writer: bool) -> None:
     machine = type("Machine", (LedgerMachine,), {"template": template, "workdir": tmp_path, "use_writer": use_writer})

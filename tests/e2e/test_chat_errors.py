@@ -14,13 +14,13 @@ import pytest
 
 from app.fake_upstream import FakeUpstreamThread
 from app.keys import generate_key
-from tests.e2e.conftest import StartGateway
 from tests.support.gateway import (
     HELLO,
     GatewayProcess,
     api_client,
     assert_untouched,
     chat_body,
+    dedicated_gateway,
     error_of,
     openai_client,
     wait_until,
@@ -175,8 +175,19 @@ def test_unknown_model_is_404_model_not_found(
     assert fake.requests == []
 
 
-def test_body_over_the_size_cap_is_413_also_when_chunked(start_gateway: StartGateway, fake: FakeUpstreamThread) -> None:
-    gateway = start_gateway({"server": {"max_body_bytes": 2000}})
+@pytest.fixture(scope="module")
+def small_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
+    """Small body cap and per-IP budget; each test speaks for its own client address (X-Forwarded-For
+    from the trusted proxy 127.0.0.1), so the tests do not share a budget."""
+    overrides = {"server": {"max_body_bytes": 2000}, "limits": {"per_ip": {"requests": 3, "window_seconds": 60}}}
+    with dedicated_gateway(tmp_path_factory.mktemp("small"), upstream.url, overrides) as gateway:
+        yield gateway
+
+
+def test_body_over_the_size_cap_is_413_also_when_chunked(
+    small_gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    gateway = small_gateway
     key_id, key = gateway.create_key("1")
     big = chat_body(messages=[{"role": "user", "content": "x" * 5000}])
     small = chat_body(messages=[{"role": "user", "content": "x" * 500}])
@@ -187,6 +198,7 @@ def test_body_over_the_size_cap_is_413_also_when_chunked(start_gateway: StartGat
             yield chunk[i : i + 500]
 
     with api_client(gateway, key) as http:
+        http.headers["x-forwarded-for"] = "198.51.100.1"
         assert error_of(http.post("/v1/chat/completions", json=big), 413)["code"] == "request_too_large"
         response = http.post("/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
         assert "content-length" not in response.request.headers
@@ -196,26 +208,24 @@ def test_body_over_the_size_cap_is_413_also_when_chunked(start_gateway: StartGat
         assert http.post("/v1/chat/completions", json=small).status_code == 200
 
 
-def test_per_ip_limit_is_429_with_retry_after(start_gateway: StartGateway, fake: FakeUpstreamThread) -> None:
-    gateway = start_gateway({"limits": {"per_ip": {"requests": 3, "window_seconds": 60}}})
+def test_per_ip_limit_is_429_with_retry_after(small_gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    gateway = small_gateway
     key_id, key = gateway.create_key("1")
+    client_ip = {"x-forwarded-for": "198.51.100.2"}
     with api_client(gateway) as http:
         # failed logins count against the address too
-        error_of(http.post("/v1/chat/completions", json=chat_body(), headers={"authorization": "Bearer sk-x"}), 401)
-        ok = http.post("/v1/chat/completions", json=chat_body(), headers={"authorization": f"Bearer {key}"})
-        assert ok.status_code == 200
-        assert http.get("/v1/models", headers={"authorization": f"Bearer {key}"}).status_code == 200
-        refused = http.post("/v1/chat/completions", json=chat_body(), headers={"authorization": f"Bearer {key}"})
+        bad_login = {"authorization": "Bearer sk-x", **client_ip}
+        error_of(http.post("/v1/chat/completions", json=chat_body(), headers=bad_login), 401)
+        good = {"authorization": f"Bearer {key}", **client_ip}
+        assert http.post("/v1/chat/completions", json=chat_body(), headers=good).status_code == 200
+        assert http.get("/v1/models", headers=good).status_code == 200
+        refused = http.post("/v1/chat/completions", json=chat_body(), headers=good)
         error = error_of(refused, 429)
-        # another client behind the trusted proxy (127.0.0.1) has its own budget
-        other = http.post(
-            "/v1/chat/completions",
-            json=chat_body(),
-            headers={"authorization": f"Bearer {key}", "x-forwarded-for": "203.0.113.7"},
-        )
+        # another client behind the trusted proxy has its own budget
+        other = {"authorization": f"Bearer {key}", "x-forwarded-for": "203.0.113.7"}
+        assert http.post("/v1/chat/completions", json=chat_body(), headers=other).status_code == 200
     assert error["type"] == "rate_limit_error"
     assert 0 < int(refused.headers["retry-after"]) <= 120  # sliding window: at most 2 windows
-    assert other.status_code == 200
     assert len(gateway.usage(key_id)) == 2
 
 

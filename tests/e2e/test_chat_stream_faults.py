@@ -18,7 +18,7 @@ import pytest
 from app.fake_upstream import FakeUpstreamThread
 from tests.support.gateway import (
     ERROR_KEYS,
-    FAULT_TOLERANT,
+    FAULTS_READ_TIMEOUT,
     HELLO,
     UPSTREAM_KEY,
     GatewayProcess,
@@ -26,22 +26,20 @@ from tests.support.gateway import (
     assert_untouched,
     chat_body,
     dedicated_gateway,
-    deep_merge,
     error_of,
+    faults_config,
     openai_client,
     settled_rows,
     sse_data,
 )
 
-READ_TIMEOUT = 1.0
+READ_TIMEOUT = FAULTS_READ_TIMEOUT
 
 
 @pytest.fixture(scope="module")
 def faults_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
-    upstreams = {"upstreams": [{"name": "ark", "base_url": upstream.url, "read_timeout": READ_TIMEOUT}]}
-    overrides = deep_merge(FAULT_TOLERANT, upstreams)
-    overrides["upstreams"][0]["api_key"] = UPSTREAM_KEY
-    with dedicated_gateway(tmp_path_factory.mktemp("stream-faults"), upstream.url, overrides) as gateway:
+    workdir = tmp_path_factory.mktemp("stream-faults")
+    with dedicated_gateway(workdir, upstream.url, faults_config(upstream.url)) as gateway:
         yield gateway
 
 

@@ -14,9 +14,8 @@ import openai
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
-from tests.e2e.conftest import StartGateway
 from tests.support.gateway import (
-    FAULT_TOLERANT,
+    FAULTS_READ_TIMEOUT,
     HELLO,
     MASTER_KEY,
     UPSTREAM_KEY,
@@ -25,9 +24,8 @@ from tests.support.gateway import (
     assert_untouched,
     chat_body,
     dedicated_gateway,
-    deep_merge,
     error_of,
-    free_port,
+    faults_config,
     openai_client,
 )
 
@@ -40,7 +38,7 @@ def leaky_body(message: str) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def faults_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
-    with dedicated_gateway(tmp_path_factory.mktemp("faults"), upstream.url, FAULT_TOLERANT) as gateway:
+    with dedicated_gateway(tmp_path_factory.mktemp("faults"), upstream.url, faults_config(upstream.url)) as gateway:
         yield gateway
 
 
@@ -157,25 +155,21 @@ def test_failure_the_upstream_never_accepted_is_retried_under_one_hold(
     assert gateway.key(key_id)["balance_usd"] == "0.99716"
 
 
-def test_unreachable_upstream_is_502(start_gateway: StartGateway) -> None:
-    closed = free_port()  # nothing listens there
-    upstreams = [{"name": "ark", "base_url": f"http://127.0.0.1:{closed}/v1", "api_key": UPSTREAM_KEY}]
-    gateway = start_gateway(deep_merge(FAULT_TOLERANT, {"upstreams": upstreams}))
+def test_unreachable_upstream_is_502(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
+    dead_port = gateway.config["upstreams"][1]["base_url"].split(":")[-1].split("/")[0]
     with api_client(gateway, key) as http:
-        plain = http.post("/v1/chat/completions", json=chat_body())
-        streamed = http.post("/v1/chat/completions", json=chat_body(stream=True))
+        plain = http.post("/v1/chat/completions", json=chat_body(model="dead-model"))
+        streamed = http.post("/v1/chat/completions", json=chat_body(model="dead-model", stream=True))
     assert error_of(plain, 502)["type"] == "upstream_error"
     assert error_of(streamed, 502)["type"] == "upstream_error"
-    assert str(closed) not in plain.text
+    assert dead_port not in plain.text
     assert_untouched(gateway, key_id, "1.00")
 
 
-def test_upstream_silent_past_read_timeout_is_504(start_gateway: StartGateway, fake: FakeUpstreamThread) -> None:
-    upstreams = [{"name": "ark", "base_url": fake.url, "api_key": UPSTREAM_KEY, "read_timeout": 0.3}]
-    gateway = start_gateway(deep_merge(FAULT_TOLERANT, {"upstreams": upstreams}))
+def test_upstream_silent_past_read_timeout_is_504(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue(*[{"delay_before_headers": 1.5}] * 4)
+    fake.enqueue(*[{"delay_before_headers": FAULTS_READ_TIMEOUT + 0.5}] * 4)
     with api_client(gateway, key) as http:
         plain = http.post("/v1/chat/completions", json=chat_body())
         streamed = http.post("/v1/chat/completions", json=chat_body(stream=True))

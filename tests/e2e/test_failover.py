@@ -254,6 +254,22 @@ def test_5xx_on_a_stream_request_is_retried_before_any_byte_is_sent(
     one_usage_row(gateway, key_id, upstream_model="solo-up")
 
 
+def test_an_error_json_on_every_attempt_of_a_stream_is_a_502_before_any_stream_byte(
+    gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    key_id, key = gateway.create_key("1")
+    leak = {"error": {"message": f"boom {UPSTREAM_KEY}", "type": "server_error", "code": "InternalServiceError"}}
+    fake.enqueue(*[{"status": 500, "error_body": leak}] * MAX_ATTEMPTS)
+    response = chat(gateway, key, "solo", stream=True)
+    error = error_of(response, 502)  # a JSON body, not text/event-stream
+    assert error["code"] == "upstream_error"
+    assert "data:" not in response.text
+    assert UPSTREAM_KEY not in response.text
+    assert "boom" not in response.text
+    assert len(fake.requests) == MAX_ATTEMPTS  # a 5xx before content is retried, up to the limit
+    refused_cleanly(gateway, key_id)
+
+
 # --- failover to another target ----------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
-"""Idle and total timeouts towards the upstream, through a running gateway.
+"""Idle and total timeouts towards the upstream, and heartbeats towards the client, through a running gateway.
 
 A request the upstream took is never sent again: a silence before the answer is a 504 after one
 attempt; a silence or an overrun inside a stream ends it with an error event. What the client
 already received is billed as one partial row; a request that produced no content is released.
+A stream that is only slow stays open: the client gets ``: keepalive`` comments meanwhile.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -26,11 +28,13 @@ from tests.support.gateway import (
     api_client,
     assert_untouched,
     dedicated_gateway,
+    openai_client,
     settled_rows,
     sse_data,
 )
 
 IDLE = 0.5  # the per-model read timeout of "tight" and "stall"; the upstreams' own is 5 s
+HEARTBEAT = 0.3
 TOTAL = 1.2  # the per-model total deadline of "short-total"
 PRICE = {"input": 0.47, "output": 2.37}
 
@@ -129,11 +133,13 @@ def timeouts_gateway(
     overrides = {
         "upstreams": [ark, stall],
         "models": [
+            {"id": "patient", "upstream": "ark", "max_output_tokens": 1000, "price": PRICE},
             {"id": "tight", "upstream": "ark", "read_timeout": IDLE, "max_output_tokens": 1000, "price": PRICE},
             {"id": "short-total", "upstream": "ark", "total_timeout": TOTAL, "max_output_tokens": 1000, "price": PRICE},
             {"id": "stall", "upstream": "stall", "read_timeout": IDLE, "max_output_tokens": 1000, "price": PRICE},
         ],
         "routing": {"max_attempts": 3, "backoff_seconds": 0.05, "breaker_failures": 1000},
+        "server": {"heartbeat_seconds": HEARTBEAT},
     }
     with dedicated_gateway(tmp_path_factory.mktemp("timeouts"), upstream.url, overrides) as gateway:
         yield gateway
@@ -193,7 +199,7 @@ def test_a_hang_hits_the_idle_timeout_and_is_not_retried(gateway: GatewayProcess
     fake.enqueue({"hang": True})
     response, text, took = timed_chat(gateway, key, "tight", stream=False)
     timeout_error_of(response, text)
-    assert IDLE * 0.9 <= took < IDLE + 2.0  # the model's 0.5 s, not the upstream's 5 s
+    assert IDLE * 0.9 <= took < 4.0  # the model's 0.5 s, not the upstream's 5 s
     assert len(fake.requests) == 1
     assert_untouched(gateway, key_id, "1.00")
 
@@ -203,9 +209,8 @@ def test_headers_later_than_the_idle_timeout_fail_a_stream_before_its_first_byte
 ) -> None:
     key_id, key = gateway.create_key("1")
     fake.enqueue({"delay_before_headers": IDLE * 3})
-    response, text, took = timed_chat(gateway, key, "tight", stream=True)
-    timeout_error_of(response, text)
-    assert took < IDLE * 3
+    response, text, _ = timed_chat(gateway, key, "tight", stream=True)
+    timeout_error_of(response, text)  # headers at 1.5 s would have made it a 200
     assert len(fake.requests) == 1
     assert_untouched(gateway, key_id, "1.00")
 
@@ -213,9 +218,8 @@ def test_headers_later_than_the_idle_timeout_fail_a_stream_before_its_first_byte
 def test_the_total_deadline_bounds_the_wait_for_the_answer(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
     fake.enqueue({"delay_before_headers": TOTAL + 2.0})  # under the 5 s idle timeout, over the total
-    response, text, took = timed_chat(gateway, key, "short-total", stream=False)
-    timeout_error_of(response, text)
-    assert took < TOTAL + 1.5
+    response, text, _ = timed_chat(gateway, key, "short-total", stream=False)
+    timeout_error_of(response, text)  # the answer at 3.2 s would have made it a 200
     assert len(fake.requests) == 1
     assert_untouched(gateway, key_id, "1.00")
 
@@ -269,6 +273,44 @@ def test_the_total_deadline_cuts_a_slow_stream_with_a_partial_row(
     assert "".join(words).startswith(received)
     assert received != "".join(words)
     assert events[-1]["error"]["code"] == "upstream_timeout"
-    assert took < TOTAL + 1.5
+    assert took < TOTAL + 1.8  # the whole answer takes ~3.2 s
     assert len(fake.requests) == 1
     partial_row(gateway, key_id)
+
+
+# --- heartbeats ------------------------------------------------------------------------------------
+
+
+def sdk_stream(gateway: GatewayProcess, key: str, model: str) -> tuple[str, str | None]:
+    """(concatenated content, last finish_reason) of a stream read through the openai SDK."""
+    pieces: list[str] = []
+    finish: str | None = None
+    with openai_client(gateway, key) as client:
+        for chunk in client.chat.completions.create(model=model, messages=HELLO, stream=True):
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+    return "".join(pieces), finish
+
+
+def test_a_slow_stream_gets_keepalive_comments_and_the_sdk_still_parses_it(
+    gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    key_id, key = gateway.create_key("1")
+    # three events one second apart: role chunk, "tick tock", finish (usage and [DONE] left out to stay short)
+    script = {"event_delay": 1.0, "content_chunks": ["tick tock"], "usage": "omit", "no_done": True}
+    fake.enqueue(script, script)
+    with ThreadPoolExecutor(2) as pool:  # both at once: one read raw, one through the SDK
+        raw = pool.submit(timed_chat, gateway, key, "patient", stream=True)
+        sdk = pool.submit(sdk_stream, gateway, key, "patient")
+        response, text, _ = raw.result(timeout=20)
+        content, finish = sdk.result(timeout=20)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    # two silent seconds at a 0.3 s heartbeat: at least two keepalives in each gap
+    assert text.split("\n").count(": keepalive") >= 4, text
+    assert content_of(payloads(text)) == "tick tock"
+    assert (content, finish) == ("tick tock", "stop")
+    assert len(fake.requests) == 2
+    rows = settled_rows(gateway, key_id, count=2)
+    assert all((row["status"], row["partial"]) == ("ok", False) for row in rows), rows

@@ -297,3 +297,17 @@ def _postgres_rows(url: str) -> str:
         return "\n".join(parts)
 
     return asyncio.run(dump())
+
+
+FAULTS_READ_TIMEOUT = 1.0
+
+
+def faults_config(upstream_url: str) -> dict[str, Any]:
+    """``FAULT_TOLERANT`` plus a short read timeout on ``ark`` and a model ``dead-model`` on a closed port."""
+    models = base_config(upstream_url, "sqlite://")["models"]
+    dead = {"id": "dead-model", "upstream": "dead", "max_output_tokens": 1000, "price": {"input": 0.47, "output": 2.37}}
+    upstreams = [
+        {"name": "ark", "base_url": upstream_url, "api_key": UPSTREAM_KEY, "read_timeout": FAULTS_READ_TIMEOUT},
+        {"name": "dead", "base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": UPSTREAM_KEY},
+    ]
+    return {**FAULT_TOLERANT, "upstreams": upstreams, "models": [*models, dead]}

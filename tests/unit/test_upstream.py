@@ -314,3 +314,16 @@ async def test_huge_error_bodies_are_read_bounded(serve, make_upstream) -> None:
         await upstream.open({"model": "m"})
     assert info.value.upstream_status == 500
     assert info.value.retryable
+
+
+def test_a_400_whose_message_merely_mentions_sensitive_is_not_a_policy_refusal():
+    raw = b'{"error": {"code": "InvalidParameter", "message": "model names are case-sensitive"}}'
+    failure = classify_error("ark", 400, raw)
+    assert failure.error.status == 400
+    assert not failure.policy
+
+
+def test_a_short_configured_upstream_key_echoed_in_a_400_is_scrubbed():
+    raw = b'{"error": {"code": "InvalidParameter", "message": "bad key abc123xyz for this model"}}'
+    failure = classify_error("ark", 400, raw, secrets=("abc123xyz",))
+    assert "abc123xyz" not in failure.error.message
