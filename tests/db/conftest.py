@@ -17,6 +17,7 @@ from app.db import Database
 from app.migrate import upgrade
 from app.settings import Settings
 from app.tables import api_keys, holds
+from tests.support.backends import database_url, on_postgres
 
 OWNER = "test-instance"
 
@@ -93,7 +94,7 @@ class Books:
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     # upgrade() runs its own event loop (asyncio.run): call it from this sync fixture, before the test's loop
-    url = sqlite_url(tmp_path / "seedgate.db")
+    url = database_url(tmp_path)  # SQLite file, or a fresh Postgres database on the postgres pass
     upgrade(url)
     return url
 
@@ -120,7 +121,7 @@ def books(db: Database, catalog: Catalog) -> Books:
 MakeLedger = Callable[..., Ledger]
 
 
-@pytest.fixture(params=["sqlalchemy", "sqlite-writer"])
+@pytest.fixture(params=["sqlalchemy"] if on_postgres() else ["sqlalchemy", "sqlite-writer"])
 def make_ledger(request: pytest.FixtureRequest, db: Database) -> MakeLedger:
     """Ledgers on one of the two money paths: portable SQLAlchemy, or SQLite's group-commit writer thread."""
 

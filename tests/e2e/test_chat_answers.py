@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionToolParam
 
 from app.fake_upstream import FakeUpstreamThread
 from tests.support.gateway import (
@@ -47,6 +48,34 @@ def test_stream_answer_reaches_the_sdk_chunk_by_chunk(gateway: GatewayProcess, f
     "name",
     ["doubao-seed-2.0-pro", "doubao-seed-2-0-pro", "DOUBAO-SEED-2.0-PRO", "doubao-seed-2.0-pro-260215", "pro-latest"],
 )
+@pytest.mark.parametrize("stream", [False, True])
+def test_tool_calls_reach_the_sdk(gateway: GatewayProcess, fake: FakeUpstreamThread, stream: bool) -> None:
+    _, key = gateway.create_key("1")
+    call = {"id": "call_1", "name": "get_weather", "arguments_chunks": ['{"city": ', '"Paris"}']}
+    fake.enqueue({"content": "", "tool_calls": [call]})
+    tools: list[ChatCompletionToolParam] = [
+        {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ]
+    with openai_client(gateway, key) as client:
+        if stream:
+            chunks = list(client.chat.completions.create(model="pro-latest", messages=HELLO, tools=tools, stream=True))
+            fragments = [tc for c in chunks if c.choices for tc in c.choices[0].delta.tool_calls or ()]
+            assert fragments[0].id == "call_1"
+            assert fragments[0].function is not None
+            assert fragments[0].function.name == "get_weather"
+            arguments = "".join(f.function.arguments or "" for f in fragments if f.function)
+            finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+        else:
+            answer = client.chat.completions.create(model="pro-latest", messages=HELLO, tools=tools)
+            [tool_call] = answer.choices[0].message.tool_calls or []
+            assert tool_call.function.name == "get_weather"
+            arguments = tool_call.function.arguments
+            finish = [answer.choices[0].finish_reason]
+    assert arguments == '{"city": "Paris"}'
+    assert finish == ["tool_calls"]
+    assert fake.requests[0]["body"]["tools"] == tools
+
+
 def test_every_model_name_form_resolves_to_the_configured_upstream_model(
     gateway: GatewayProcess, fake: FakeUpstreamThread, name: str
 ) -> None:

@@ -128,3 +128,14 @@ def test_cost_above_the_hold_charges_down_to_zero_never_below(
     assert row["cost_usd"] == "0.001"
     assert Decimal(row["shortfall_usd"]) == Decimal("2.84") - Decimal("0.001")
     assert gateway.ledger()["balanced"] is True
+
+
+def test_hold_covers_every_choice_of_n(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    # one choice of 500 tokens costs at most ~$0.0012; two need ~$0.0024 and the key has $0.002
+    key_id, key = gateway.create_key("0.002")
+    with api_client(gateway, key) as http:
+        assert http.post("/v1/chat/completions", json=chat_body(n=2, max_tokens=500)).status_code == 402
+        assert http.post("/v1/chat/completions", json=chat_body(n=1, max_tokens=500)).status_code == 200
+    [sent] = fake.requests
+    assert sent["body"]["max_completion_tokens"] == 500
+    assert len(gateway.usage(key_id)) == 1

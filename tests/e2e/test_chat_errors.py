@@ -246,6 +246,18 @@ def test_per_key_rpm_is_429_with_retry_after(gateway: GatewayProcess, fake: Fake
     assert len(gateway.usage(other_id)) == 1
 
 
+def test_per_key_tpm_is_429_with_retry_after(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    key_id, key = gateway.create_key("1", tpm=50)
+    body = chat_body(messages=[{"role": "user", "content": "x" * 120}])  # estimated 4 + 30 = 34 tokens
+    fake.enqueue({"usage": {"prompt_tokens": 30, "completion_tokens": 10}})
+    with api_client(gateway, key) as http:
+        assert http.post("/v1/chat/completions", json=body).status_code == 200
+        refused = http.post("/v1/chat/completions", json=body)  # 40 used + 34 > 50
+    assert error_of(refused, 429)["type"] == "rate_limit_error"
+    assert 0 < int(refused.headers["retry-after"]) <= 120
+    assert len(gateway.usage(key_id)) == 1
+
+
 def test_key_concurrency_limit_is_429(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1", max_concurrent=1)
     fake.enqueue({"content_chunks": ["a ", "b ", "c"], "event_delay": 0.2})
