@@ -22,6 +22,8 @@ from app.tables import api_keys, ledger
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 Usd = Annotated[Decimal, Field(ge=0)]
+# rpm/tpm/max_concurrent are INTEGER columns: a larger value would overflow on Postgres (a 500, not a 400)
+Limit = Annotated[int, Field(gt=0, le=2**31 - 1)]
 
 
 def _printable(value: str | None) -> str | None:
@@ -37,9 +39,9 @@ class _KeySettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: list[str] | None = None
-    rpm: Annotated[int, Field(gt=0)] | None = None
-    tpm: Annotated[int, Field(gt=0)] | None = None
-    max_concurrent: Annotated[int, Field(gt=0)] | None = None
+    rpm: Limit | None = None
+    tpm: Limit | None = None
+    max_concurrent: Limit | None = None
     monthly_quota_usd: Usd | None = None
     expires_at: datetime | None = None
 

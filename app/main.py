@@ -26,6 +26,8 @@ from app.settings import Settings
 
 log = logging.getLogger("seedgate")
 
+SETTLE_WAIT_SECONDS = 15.0
+
 # the status an Anthropic client gets for a gateway status (PROTOCOL.md 3.5 / 3.7)
 _ANTHROPIC_STATUS = {502: 500, 503: 529}
 
@@ -124,7 +126,8 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
             try:
                 yield {"gateway": gateway}
             finally:
-                await gateway.drain(settings.server.shutdown_grace_seconds)
+                # uvicorn already gave open streams their grace; this waits for their settlements
+                await gateway.drain(SETTLE_WAIT_SECONDS)
                 await gateway.aclose()
 
     app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -216,6 +216,15 @@ class Relay:
                 if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
                     outcome.output_tokens += text_tokens(fn["arguments"])
 
+    def interrupt(self, error: GatewayError) -> bytes:
+        """The gateway itself stops the stream (shutdown): the closing error event, if still due."""
+        if self._ended or not self._started:
+            return b""
+        self._ended = True
+        self.outcome.status = "interrupted"
+        self.outcome.error = error
+        return self._dialect.error(error)
+
     async def aclose(self, *, client_disconnected: bool = False) -> None:
         """Close the upstream and settle, once. Call shielded from cancellation."""
         if self._closed:

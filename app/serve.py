@@ -99,7 +99,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         "lifespan": "on",
         "access_log": False,
         "log_config": None,
-        "timeout_graceful_shutdown": int(server_cfg.shutdown_grace_seconds) or None,
+        "timeout_graceful_shutdown": server_cfg.shutdown_grace_seconds,  # 0 cuts streams at once
     }
     if server_cfg.workers > 1:
         # each worker process rebuilds the same settings from this snapshot

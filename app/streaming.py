@@ -9,11 +9,13 @@ and ``Relay.aclose`` runs in a shielded scope, so a cancelled request still sett
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from app.errors import ServiceUnavailable
 from app.relay import Relay
 
 log = logging.getLogger("seedgate.stream")
@@ -32,22 +34,35 @@ class RelayResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.create_task(self._pump(send))
         watch = asyncio.create_task(self._watch(receive))
-        disconnected = False
+        disconnected = interrupted = False
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
             disconnected = watch.done() and not pump.done()
-            if pump.done() and pump.exception() is not None:
+            if pump.done() and not pump.cancelled() and pump.exception() is not None:
                 disconnected = isinstance(pump.exception(), OSError)
+        except asyncio.CancelledError:
+            # the server cancels us when its shutdown grace ran out: end the stream properly
+            interrupted = True
         finally:
             for task in (pump, watch):
                 task.cancel()
-            await asyncio.shield(self._cleanup(pump, watch, disconnected))
+            await asyncio.shield(self._cleanup(pump, watch, send, disconnected=disconnected, interrupted=interrupted))
+        current = asyncio.current_task()
+        if interrupted and current is not None:
+            current.uncancel()
 
-    async def _cleanup(self, pump: asyncio.Task[None], watch: asyncio.Task[None], disconnected: bool) -> None:
+    async def _cleanup(
+        self, pump: asyncio.Task[None], watch: asyncio.Task[None], send: Send, *, disconnected: bool, interrupted: bool
+    ) -> None:
         results = await asyncio.gather(pump, watch, return_exceptions=True)
         for result in results:
             if isinstance(result, Exception) and not isinstance(result, OSError):
                 log.error("stream relay failed", exc_info=result)
+        if interrupted:
+            tail = self.relay.interrupt(ServiceUnavailable("The gateway is shutting down; the answer was cut short."))
+            if tail:
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": tail, "more_body": False})
         await self.relay.aclose(client_disconnected=disconnected)
 
     async def _pump(self, send: Send) -> None:

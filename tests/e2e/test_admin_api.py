@@ -93,7 +93,14 @@ def test_patch_changes_only_listed_fields(gateway: GatewayProcess, fake: FakeUps
         changed = admin.patch(f"/admin/keys/{key_id}", json={"name": "renamed", "rpm": 1, "models": ["pro-latest"]})
         assert changed.status_code == 200, changed.text
         assert (changed.json()["name"], changed.json()["rpm"]) == ("renamed", 1)
-        for bad in ({"balance_usd": "100"}, {"spent_usd": "0"}, {"key_hash": "00"}, {"bogus": 1}, {"rpm": 0}):
+        for bad in (
+            {"balance_usd": "100"},
+            {"spent_usd": "0"},
+            {"key_hash": "00"},
+            {"bogus": 1},
+            {"rpm": 0},
+            {"max_concurrent": 2**31},
+        ):
             error_of(admin.patch(f"/admin/keys/{key_id}", json=bad), 400)
         error_of(admin.patch(f"/admin/keys/{key_id}", json={"models": ["gpt-nope"]}), 400)
         error_of(admin.patch("/admin/keys/key_does_not_exist", json={"name": "x"}), 404)
@@ -154,6 +161,8 @@ def test_topup_of_an_unknown_key_is_404(gateway: GatewayProcess) -> None:
         {"name": "x", "models": ["gpt-nope"]},
         {"name": "x", "models": "doubao-seed-2.0-pro"},
         {"name": "x", "rpm": 0},
+        {"name": "x", "rpm": 10**10},
+        {"name": "x", "tpm": 2**31},
         {"name": "x", "expires_at": "tomorrow"},
         {"name": "x", "is_admin": True},
         ["name", "x"],

@@ -44,10 +44,6 @@ def test_stream_answer_reaches_the_sdk_chunk_by_chunk(gateway: GatewayProcess, f
     assert len({c.id for c in chunks}) == 1
 
 
-@pytest.mark.parametrize(
-    "name",
-    ["doubao-seed-2.0-pro", "doubao-seed-2-0-pro", "DOUBAO-SEED-2.0-PRO", "doubao-seed-2.0-pro-260215", "pro-latest"],
-)
 @pytest.mark.parametrize("stream", [False, True])
 def test_tool_calls_reach_the_sdk(gateway: GatewayProcess, fake: FakeUpstreamThread, stream: bool) -> None:
     _, key = gateway.create_key("1")
@@ -68,6 +64,7 @@ def test_tool_calls_reach_the_sdk(gateway: GatewayProcess, fake: FakeUpstreamThr
         else:
             answer = client.chat.completions.create(model="pro-latest", messages=HELLO, tools=tools)
             [tool_call] = answer.choices[0].message.tool_calls or []
+            assert tool_call.type == "function"
             assert tool_call.function.name == "get_weather"
             arguments = tool_call.function.arguments
             finish = [answer.choices[0].finish_reason]
@@ -76,6 +73,10 @@ def test_tool_calls_reach_the_sdk(gateway: GatewayProcess, fake: FakeUpstreamThr
     assert fake.requests[0]["body"]["tools"] == tools
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["doubao-seed-2.0-pro", "doubao-seed-2-0-pro", "DOUBAO-SEED-2.0-PRO", "doubao-seed-2.0-pro-260215", "pro-latest"],
+)
 def test_every_model_name_form_resolves_to_the_configured_upstream_model(
     gateway: GatewayProcess, fake: FakeUpstreamThread, name: str
 ) -> None:

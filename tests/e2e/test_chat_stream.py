@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from decimal import Decimal
 
+import httpx
 import orjson
 import pytest
 
@@ -125,4 +126,18 @@ def test_client_disconnect_before_any_content_still_settles(gateway: GatewayProc
     [row] = settled_rows(gateway, key_id, timeout=4)
     assert row["partial"] is True
     assert gateway.key(key_id)["held_usd"] == "0.00"
+    assert gateway.ledger()["balanced"] is True
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_client_that_gives_up_before_the_answer_starts_leaves_no_hold(
+    gateway: GatewayProcess, fake: FakeUpstreamThread, stream: bool
+) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"delay_before_headers": 0.8, "content_chunks": ["late "] * 20, "event_delay": 0.05})
+    with api_client(gateway, key, timeout=0.2) as http, pytest.raises(httpx.ReadTimeout):
+        http.post("/v1/chat/completions", json=chat_body(stream=stream))
+    # the upstream still answers: the request is billed once (in full or as partial), never held forever
+    [row] = settled_rows(gateway, key_id, timeout=4)
+    assert Decimal(gateway.key(key_id)["balance_usd"]) == 1 - Decimal(row["cost_usd"])
     assert gateway.ledger()["balanced"] is True

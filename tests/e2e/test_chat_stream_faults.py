@@ -34,12 +34,14 @@ from tests.support.gateway import (
 )
 
 READ_TIMEOUT = FAULTS_READ_TIMEOUT
+HEARTBEAT = 0.2
 
 
 @pytest.fixture(scope="module")
 def faults_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("stream-faults")
-    with dedicated_gateway(workdir, upstream.url, faults_config(upstream.url)) as gateway:
+    overrides = {**faults_config(upstream.url), "server": {"heartbeat_seconds": HEARTBEAT}}
+    with dedicated_gateway(workdir, upstream.url, overrides) as gateway:
         yield gateway
 
 
@@ -165,3 +167,17 @@ def test_upstream_that_closes_without_done_after_a_full_answer_completes(
     assert sse_data(response.text)[-1] == "[DONE]"
     [row] = settled_rows(gateway, key_id)
     assert (row["partial"], row["estimated"], row["status"], row["prompt_tokens"]) == (False, False, "ok", 3)
+
+
+def test_keepalive_comments_flow_while_the_upstream_thinks(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    _, key = gateway.create_key("1")
+    # each event comes after 0.45 s: inside the read timeout, but longer than the heartbeat interval
+    script = {"content_chunks": ["slow answer"], "event_delay": 0.45}
+    fake.enqueue(script, script)
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body(stream=True))
+    assert response.text.count(": keepalive\n\n") >= 3
+    assert sse_data(response.text)[-1] == "[DONE]"
+    with openai_client(gateway, key) as client:
+        chunks = list(client.chat.completions.create(model="pro-latest", messages=HELLO, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "slow answer"
