@@ -84,6 +84,39 @@ def test_stream_events_are_compact_sse_data_lines(gateway: GatewayProcess, fake:
         assert "\r" not in block
 
 
+@pytest.mark.parametrize(
+    "framing",
+    [{"line_ending": "\r"}, {"line_ending": "\r\n", "comment_every": 2}, {"byte_by_byte": True}],
+    ids=["cr", "crlf-comments", "byte-by-byte"],
+)
+def test_upstream_framing_never_changes_what_the_sdk_reads(
+    gateway: GatewayProcess, fake: FakeUpstreamThread, framing: dict[str, object]
+) -> None:
+    key_id, key = gateway.create_key("1")
+    pieces = ["中文", " émoji 😀", " done"]
+    fake.enqueue({"content_chunks": pieces, "usage": USAGE, **framing})
+    with openai_client(gateway, key) as client:
+        chunks = list(client.chat.completions.create(model="pro-latest", messages=HELLO, stream=True))
+    assert [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content] == pieces
+    [row] = gateway.usage(key_id)
+    assert (row["completion_tokens"], row["status"]) == (20, "ok")
+
+
+def test_malformed_upstream_event_is_skipped_and_the_stream_completes(
+    gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"content_chunks": ["a", "b", "c"], "malformed_after_events": 2, "usage": USAGE})
+    with api_client(gateway, key) as http:
+        response = http.post("/v1/chat/completions", json=chat_body(stream=True))
+    payloads = sse_data(response.text)
+    assert payloads[-1] == "[DONE]"
+    assert "{not json" not in response.text
+    assert "".join(orjson.loads(p)["choices"][0]["delta"].get("content") or "" for p in payloads[:-1]) == "abc"
+    [row] = gateway.usage(key_id)
+    assert (row["status"], row["partial"]) == ("ok", False)
+
+
 def test_client_disconnect_mid_stream_leaves_one_partial_estimated_row_and_no_hold(
     gateway: GatewayProcess, fake: FakeUpstreamThread
 ) -> None:

@@ -208,6 +208,7 @@ def test_sigterm_cuts_streams_longer_than_the_grace_and_still_settles_each(
     for read in reads:
         assert not read.complete, read.text
         assert '"content":"w0 "' in read.text  # some of the answer had arrived when the grace ran out
+        assert '"code":"service_unavailable"' in read.text, read.text  # cut with an error event, not silently
     after = stored(gateway, key_id)
     assert len(after.usage) == STREAMS, after.usage
     assert all(row["partial"] and row["completion_tokens"] > 0 and row["cost"] > 0 for row in after.usage)
