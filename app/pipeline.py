@@ -125,12 +125,19 @@ def plan_request(gw: Gateway, model: CatalogModel, request: ChatRequest) -> Plan
 async def limit_key(gw: Gateway, key: KeyRecord, plan: Plan) -> tuple[str, dict[str, str]]:
     """Per-key requests/min, tokens/min and concurrency; returns the concurrency bucket and headers."""
     defaults = gw.settings.limits.key_defaults
+    tpm_limit = key.tpm or defaults.tpm
+    if plan.prompt_tokens > tpm_limit:
+        # it can never fit: tell the SDKs not to retry, and spend none of the key's request budget
+        raise RateLimited(
+            f"This request (~{plan.prompt_tokens} prompt tokens) exceeds the key's limit of {tpm_limit} tokens "
+            "per minute.",
+            code="request_exceeds_tpm",
+            headers={"x-should-retry": "false"},
+        )
     rpm = await gw.limiter.hit(f"rpm:{key.id}", limit=key.rpm or defaults.rpm, window_seconds=60)
     if not rpm.allowed:
         raise RateLimited("This key's requests-per-minute limit is reached.", headers=ratelimit_headers(rpm))
-    tpm = await gw.limiter.hit(
-        f"tpm:{key.id}", limit=key.tpm or defaults.tpm, window_seconds=60, cost=plan.prompt_tokens
-    )
+    tpm = await gw.limiter.hit(f"tpm:{key.id}", limit=tpm_limit, window_seconds=60, cost=plan.prompt_tokens)
     if not tpm.allowed:
         raise RateLimited("This key's tokens-per-minute limit is reached.", headers=ratelimit_headers(tpm))
     bucket = f"conc:{key.id}"

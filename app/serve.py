@@ -98,6 +98,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         "http": "httptools",
         "lifespan": "on",
         "access_log": False,
+        "proxy_headers": False,  # only app.clientip decides the client address (server.trusted_proxies)
         "log_config": None,
         "timeout_graceful_shutdown": server_cfg.shutdown_grace_seconds,  # 0 cuts streams at once
     }

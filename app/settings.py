@@ -254,7 +254,8 @@ def check_master_key(settings: Settings) -> None:
     if len(key) < MIN_MASTER_KEY_LENGTH:
         raise ConfigError(f"admin.master_key is too short: use at least {MIN_MASTER_KEY_LENGTH} random characters")
     lowered = key.lower()
-    if lowered in _EXAMPLE_MASTER_KEYS or "change-me" in lowered or "example" in lowered or len(set(key)) < 8:
+    placeholder = any(word in lowered for word in ("change-me", "changeme", "example", "replace", "your-"))
+    if lowered in _EXAMPLE_MASTER_KEYS or placeholder or len(set(key)) < 8:
         raise ConfigError("admin.master_key is an example or placeholder value: generate a random one")
 
 

@@ -59,6 +59,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="run a mixed-load soak of Seedgate instead")
     parser.add_argument("--sample-interval", type=float, default=30.0, help="soak sampling period in seconds")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="also record Seedgate with py-spy into DIR")
+    parser.add_argument("--profile-concurrency", type=int, default=16, help="concurrency of the profiled run")
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native (slower, shows C frames)")
     parser.add_argument("--source", type=Path, default=REPO, help="Seedgate source tree to run (default: this repo)")
     parser.add_argument("--gateway-core", type=int, default=0)
@@ -120,11 +121,12 @@ async def _cases(system: System, cases: list[Case], args: argparse.Namespace, up
 
 
 async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) -> str:
-    """py-spy recording of Seedgate during a non-stream run at concurrency 16."""
+    """py-spy recording of Seedgate during a non-stream run (concurrency 16 unless told otherwise)."""
     args.profile.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     seconds = max(5, int(args.duration) * 2)
-    out = args.profile / "seedgate-non-stream-c16.txt"
+    concurrency = args.profile_concurrency
+    out = args.profile / f"seedgate-non-stream-c{concurrency}.txt"
     argv = [py_spy, "record", "--pid", str(system.pid), "--rate", "250", "--duration", str(seconds)]
     # --native: C frames too (uvloop, httptools, sqlite3), which needs the process paused per sample
     argv += ["--native"] if args.profile_native else ["--nonblocking", "--gil"]
@@ -132,7 +134,9 @@ async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) 
     spy = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     threads_before = thread_cpu(system.pid)
     try:
-        row = await measure(system, Case("non-stream", 16), duration=seconds, warmup=0, upstream_pid=upstream_pid)
+        row = await measure(
+            system, Case("non-stream", concurrency), duration=seconds, warmup=0, upstream_pid=upstream_pid
+        )
     finally:
         async with asyncio.timeout(30):
             await spy.wait()

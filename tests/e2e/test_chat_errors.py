@@ -283,3 +283,14 @@ def test_monthly_quota_is_429_that_must_not_be_retried(gateway: GatewayProcess, 
         client.chat.completions.create(model="doubao-seed-2.0-pro", messages=HELLO)
     assert fake.requests == []
     assert_untouched(gateway, key_id, "1.00")
+
+
+def test_a_request_larger_than_the_keys_tokens_per_minute_is_refused_without_retry_and_spends_no_rpm(gateway):
+    key_id, key = gateway.create_key("1", tpm=50, rpm=1)
+    with api_client(gateway, key) as client:
+        too_big = client.post("/v1/chat/completions", json=chat_body(messages=[{"role": "user", "content": "x" * 400}]))
+        assert too_big.status_code == 429
+        assert too_big.headers["x-should-retry"] == "false"
+        assert too_big.json()["error"]["code"] == "request_exceeds_tpm"
+        # the refused request did not use the key's one request per minute
+        assert client.post("/v1/chat/completions", json=chat_body()).status_code == 200

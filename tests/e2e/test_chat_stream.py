@@ -84,6 +84,22 @@ def test_stream_events_are_compact_sse_data_lines(gateway: GatewayProcess, fake:
         assert "\r" not in block
 
 
+def test_stream_is_relayed_as_it_arrives_not_buffered(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
+    _, key = gateway.create_key("1")
+    fake.enqueue({"content_chunks": ["a", "b", "c", "d"], "event_delay": 0.3})
+    arrivals: list[tuple[float, str]] = []
+    with api_client(gateway, key) as http:
+        started = time.monotonic()
+        with http.stream("POST", "/v1/chat/completions", json=chat_body(stream=True)) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    arrivals.append((time.monotonic() - started, line))
+    content_at = [at for at, line in arrivals if '"content":"' in line and '"content":""' not in line]
+    assert len(content_at) == 4
+    # the upstream spreads them over 0.9 s; a buffering gateway would deliver them together at the end
+    assert content_at[-1] - content_at[0] > 0.5, content_at
+
+
 @pytest.mark.parametrize(
     "framing",
     [{"line_ending": "\r"}, {"line_ending": "\r\n", "comment_every": 2}, {"byte_by_byte": True}],

@@ -66,7 +66,12 @@ async def _hammer(gateways: list[GatewayProcess], key: str, key_id: str) -> tupl
 
         async def one(i: int) -> int:
             gateway = gateways[i % len(gateways)]
-            body = {"model": "doubao-seed-2.0-pro", "messages": MESSAGES, "max_tokens": MAX_TOKENS, "stream": i % 4 >= 2}
+            body = {
+                "model": "doubao-seed-2.0-pro",
+                "messages": MESSAGES,
+                "max_tokens": MAX_TOKENS,
+                "stream": i % 4 >= 2,
+            }
             url = gateway.base_url + "/v1/chat/completions"
             async with http.stream("POST", url, json=body, headers=auth) as response:
                 text = (await response.aread()).decode()

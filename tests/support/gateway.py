@@ -18,6 +18,10 @@ import httpx
 import openai
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.support.backends import backend_overrides, database_url
 
 MASTER_KEY = "test-master-key-0123456789-abcdefghijkl"
 UPSTREAM_KEY = "upstream-secret-key-ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -59,6 +63,8 @@ def base_config(upstream_url: str, db_url: str) -> dict[str, Any]:
         ],
         "limits": {"per_ip": {"requests": 100000, "window_seconds": 10}},
         "billing": {"recovery_interval_seconds": 1},
+        # a failure test on a shared gateway must not open the circuit for every later test
+        "routing": {"breaker_failures": 1000},
     }
 
 
@@ -259,8 +265,6 @@ FAULT_TOLERANT = {
 @contextlib.contextmanager
 def dedicated_gateway(workdir: Path, upstream_url: str, overrides: dict[str, Any]) -> Iterator[GatewayProcess]:
     """A gateway of its own (for a module-scoped fixture) on the selected test backend."""
-    from tests.support.backends import backend_overrides, database_url
-
     config = deep_merge(deep_merge(base_config(upstream_url, database_url(workdir)), backend_overrides()), overrides)
     gateway = GatewayProcess(workdir, config).start()
     try:
@@ -280,9 +284,6 @@ def database_bytes(gateway: GatewayProcess) -> bytes:
 
 
 def _postgres_rows(url: str) -> str:
-    from sqlalchemy import text
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     async def dump() -> str:
         engine = create_async_engine(url)
         parts: list[str] = []

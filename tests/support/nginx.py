@@ -109,7 +109,16 @@ class NginxProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def _command(self, *extra: str) -> list[str]:
-        return [nginx_binary(), "-p", f"{self.prefix}/", "-e", str(self.prefix / "error.log"), "-c", str(self.conf_path), *extra]
+        return [
+            nginx_binary(),
+            "-p",
+            f"{self.prefix}/",
+            "-e",
+            str(self.prefix / "error.log"),
+            "-c",
+            str(self.conf_path),
+            *extra,
+        ]
 
     def start(self, timeout: float = 10.0) -> NginxProcess:
         check = subprocess.run(self._command("-t"), capture_output=True, timeout=30, check=False)
