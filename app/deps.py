@@ -6,6 +6,7 @@ import time
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.datastructures import Headers
 
 from app.clientip import client_ip
 from app.errors import AuthenticationFailed
@@ -14,7 +15,7 @@ from app.keys import hmac_equal
 from app.pipeline import Call
 
 
-def get_gateway(request: Request) -> Gateway:
+async def get_gateway(request: Request) -> Gateway:  # async: a sync dependency costs a thread hop
     gateway: Gateway = request.state.gateway
     return gateway
 
@@ -22,31 +23,31 @@ def get_gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
 
-def api_key_of(request: Request) -> str | None:
+def api_key_of(headers: Headers) -> str | None:
     """``Authorization: Bearer`` (OpenAI, ANTHROPIC_AUTH_TOKEN) or ``x-api-key`` (ANTHROPIC_API_KEY)."""
-    auth = request.headers.get("authorization")
+    auth = headers.get("authorization")
     if auth:
         scheme, _, token = auth.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
-    return request.headers.get("x-api-key") or None
+    return headers.get("x-api-key") or None
 
 
-def peer_ip(request: Request, gateway: Gateway) -> str:
-    peer = request.client.host if request.client else None
-    return client_ip(peer, request.headers.getlist("x-forwarded-for"), gateway.trusted)
+def peer_ip(client: tuple[str, int] | None, headers: Headers, gateway: Gateway) -> str:
+    return client_ip(client[0] if client else None, headers.getlist("x-forwarded-for"), gateway.trusted)
 
 
 async def get_call(request: Request, gateway: GatewayDep) -> Call:
     body = await request.body()
-    return Call(request.state.request_id, peer_ip(request, gateway), api_key_of(request), body, time.perf_counter())
+    ip = peer_ip(request.scope.get("client"), request.headers, gateway)
+    return Call(request.state.request_id, ip, api_key_of(request.headers), body, time.perf_counter())
 
 
 CallDep = Annotated[Call, Depends(get_call)]
 
 
-def require_admin(request: Request, gateway: GatewayDep) -> None:
-    token = api_key_of(request) or ""
+async def require_admin(request: Request, gateway: GatewayDep) -> None:
+    token = api_key_of(request.headers) or ""
     master = gateway.settings.admin.master_key.get_secret_value()
     if not master or not hmac_equal(token, master):
         raise AuthenticationFailed("Admin endpoints need 'Authorization: Bearer <master key>'.")

@@ -73,7 +73,6 @@ class Gateway:
     instance_id: str
     redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
-    extensions: dict[str, object] = field(default_factory=dict)  # per-frontend state built on first use
     _background: asyncio.Task[None] | None = None
 
     @classmethod

@@ -16,20 +16,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.anthropic.errors import error_body as anthropic_error_body
+from app.error_response import error_response, wants_anthropic
 from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge
 from app.fake_upstream import FakeUpstream
 from app.gateway import Gateway
-from app.json import json_response
+from app.hotpath import HotPaths
 from app.routes import admin, anthropic, health, openai
 from app.settings import Settings
 
 log = logging.getLogger("seedgate")
 
 SETTLE_WAIT_SECONDS = 15.0
-
-# the status an Anthropic client gets for a gateway status (PROTOCOL.md 3.5 / 3.7)
-_ANTHROPIC_STATUS = {502: 500, 503: 529}
 
 
 class RequestContext:
@@ -71,20 +68,9 @@ async def demo_upstream(settings: Settings) -> AsyncIterator[Settings]:
         yield settings.model_copy(update={"upstreams": upstreams})
 
 
-def wants_anthropic(request: Request) -> bool:
-    path = request.url.path
-    return path.startswith("/v1/messages") or (path.startswith("/v1/models") and "anthropic-version" in request.headers)
-
-
 def render_error(request: Request, error: GatewayError) -> Response:
-    request_id = getattr(request.state, "request_id", None)
-    headers = {**error.headers}
-    if request_id:
-        headers["x-request-id"] = request_id
-    if wants_anthropic(request):
-        status = _ANTHROPIC_STATUS.get(error.status, error.status)
-        return json_response(anthropic_error_body(status, error.message, request_id), status, headers)
-    return json_response(error.openai_body(), error.status, headers)
+    anthropic = wants_anthropic(request.url.path, "anthropic-version" in request.headers)
+    return error_response(error, anthropic=anthropic, request_id=getattr(request.state, "request_id", None))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -114,7 +100,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return render_error(request, InternalError("The gateway hit an internal error; it has been logged."))
 
 
-def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
+def create_app(settings: Settings, *, demo: bool = False) -> ASGIApp:
+    """``RequestContext`` -> ``HotPaths`` (the two billed endpoints) -> FastAPI (everything else)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with contextlib.AsyncExitStack() as stack:
@@ -139,5 +127,4 @@ def create_app(settings: Settings, *, demo: bool = False) -> FastAPI:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    app.add_middleware(RequestContext, max_body_bytes=settings.server.max_body_bytes)
-    return app
+    return RequestContext(HotPaths(app), max_body_bytes=settings.server.max_body_bytes)

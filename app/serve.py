@@ -16,8 +16,8 @@ from types import FrameType
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
 from pydantic import SecretStr
+from starlette.types import ASGIApp
 
 from app import accounts
 from app.accounts import KeyCreate
@@ -116,7 +116,7 @@ SETTINGS_ENV = "SEEDGATE_WORKER_SETTINGS"
 DEMO_ENV = "SEEDGATE_WORKER_DEMO"
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> ASGIApp:
     """App factory for ``--workers N``: settings come from the parent process, secrets included."""
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
     configure_logging(settings.logging.level, _secrets(settings))

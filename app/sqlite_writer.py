@@ -1,25 +1,32 @@
-"""Group commit for SQLite: one writer thread, many requests' writes per transaction.
+"""Group commit for SQLite: one writer thread runs the money writes, one sync thread makes them durable.
 
 Each submitted operation is a plain function run against a stdlib ``sqlite3`` connection in the
-writer thread. Operations that queue up while a transaction commits go into the next one together,
-each inside its own SAVEPOINT (one failing operation is rolled back alone).
+writer thread. Operations that queue up together go into one transaction, each inside its own
+SAVEPOINT (one failing operation is rolled back alone).
 
-Acknowledgement: ``run(op)`` resolves after the COMMIT of its batch returned (``synchronous=FULL``:
-on disk). ``run(op, durable=False)`` resolves as soon as the operation ran inside the open
-transaction: its decision is final unless that COMMIT itself fails (disk error or power loss in the
-~3 ms fsync window), and because the thread is sequential, every batch before it is already on disk.
-The request path uses the early form so a client never waits for an fsync (a FULL commit costs
-~3.5 ms on our machines); ``barrier()`` waits until everything submitted so far is on disk.
+Durability is split from the decision. The writer connection commits with ``synchronous=NORMAL``
+(no fsync per commit), and the sync thread fsyncs the WAL file after commits, as often as the disk
+allows: one fsync covers every transaction committed before it -- a group commit. SQLite replays
+every committed frame that reached the disk, so a transaction is durable once an fsync that started
+after its COMMIT returned.
 
-Why: through SQLAlchemy's async layer and aiosqlite, a reserve + settle pair cost ~5.6 ms of CPU
-per request (measured; every statement is a thread hop and a greenlet switch). Here the same SQL
-costs tens of microseconds and one fsync is shared by the whole batch.
+- ``run(op)`` resolves after that fsync: the same guarantee as ``synchronous=FULL``.
+- ``run(op, durable=False)`` resolves as soon as the operation ran: its decision is final unless the
+  machine loses power before the next fsync (a window of one fsync, ~3 ms here). The request path
+  uses it, so no client waits for the disk.
+- ``barrier()`` resolves once everything submitted before it is durable (admin reads use it).
+
+Why: through SQLAlchemy's async layer and aiosqlite, a reserve + settle pair cost ~5.6 ms of CPU per
+request (every statement is a thread hop and a greenlet switch), and a ``synchronous=FULL`` commit
+costs ~3.5 ms of wall time on our disks, which serialised every request behind the previous fsync.
+Here the same SQL costs tens of microseconds of CPU and no request waits for an fsync.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -32,6 +39,7 @@ T = TypeVar("T")
 MAX_BATCH = 512
 Operation = Callable[[sqlite3.Connection], Any]
 _Item = tuple[Operation, asyncio.Future[Any], asyncio.AbstractEventLoop, bool]
+_Waiter = tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, BaseException | None]
 
 
 def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
@@ -43,17 +51,35 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
+def _deliver(
+    future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, result: Any, error: BaseException | None
+) -> None:
+    try:
+        loop.call_soon_threadsafe(_resolve, future, result, error)
+    except RuntimeError:
+        pass  # the caller's loop is closed: nobody waits for this result any more
+
+
+def _nothing(_conn: sqlite3.Connection) -> None:
+    return None
+
+
 class SqliteWriter:
     def __init__(self, path: str, *, busy_timeout_ms: int) -> None:
         self._path = path
         self._busy_timeout_ms = busy_timeout_ms
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        # shared with the sync thread, under _synced
+        self._synced = threading.Condition()
+        self._committed = 0  # batches committed so far
+        self._durable_upto = 0  # batches covered by a finished fsync
+        self._waiting: list[tuple[int, _Waiter]] = []  # (batch, waiter) resolved once durable
+        self._stopping = False
 
     async def run(self, operation: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
-        """Run ``operation`` in the next batch; return its result once committed (or, with
-        ``durable=False``, once it ran -- see the module docstring)."""
+        """Run ``operation`` in the next batch; see the module docstring for when this returns."""
         self._ensure_started()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -61,33 +87,43 @@ class SqliteWriter:
         return await future
 
     async def barrier(self) -> None:
-        """Return once every operation submitted before this call is committed."""
-        if self._thread is not None:
+        """Return once every operation submitted before this call is durable."""
+        if self._threads:
             await self.run(_nothing)
 
     def _ensure_started(self) -> None:
-        if self._thread is not None:
+        if self._threads:
             return
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="seedgate-sqlite-writer", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._write_loop, name="seedgate-sqlite-writer", daemon=True),
+                    threading.Thread(target=self._sync_loop, name="seedgate-sqlite-sync", daemon=True),
+                ]
+                for thread in self._threads:
+                    thread.start()
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
+        """Finish every queued operation, make it durable, stop both threads."""
+        if not self._threads:
+            return
+        self._queue.put(None)
+        self._threads[0].join(timeout=30)
+        with self._synced:
+            self._stopping = True
+            self._synced.notify_all()
+        self._threads[1].join(timeout=30)
+        self._threads = []
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # the sync thread fsyncs the WAL for every commit
         conn.execute("PRAGMA foreign_keys=ON")
         return conn
 
-    def _loop(self) -> None:
+    def _write_loop(self) -> None:
         conn = self._connect()
         try:
             while True:
@@ -133,20 +169,36 @@ class SqliteWriter:
             log.critical("a write batch of %d operations failed (%d already acknowledged)", len(batch), early)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            outcomes = [(None, exc)] * len(batch)
-        for (_operation, future, loop, durable), (result, error) in zip(batch, outcomes, strict=True):
-            if durable:
-                _deliver(future, loop, result, error)
+            for _operation, future, loop, durable in batch:
+                if durable:
+                    _deliver(future, loop, None, exc)
+            return
+        with self._synced:
+            self._committed += 1
+            for (_operation, future, loop, durable), (result, error) in zip(batch, outcomes, strict=True):
+                if durable:
+                    self._waiting.append((self._committed, (future, loop, result, error)))
+            self._synced.notify_all()
 
-
-def _nothing(_conn: sqlite3.Connection) -> None:
-    return None
-
-
-def _deliver(
-    future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, result: Any, error: BaseException | None
-) -> None:
-    try:
-        loop.call_soon_threadsafe(_resolve, future, result, error)
-    except RuntimeError:
-        pass  # the caller's loop is closed: nobody waits for this result any more
+    def _sync_loop(self) -> None:
+        wal: int | None = None
+        try:
+            while True:
+                with self._synced:
+                    while self._committed == self._durable_upto and not self._stopping:
+                        self._synced.wait()
+                    if self._committed == self._durable_upto:
+                        return  # stopping, and everything is durable
+                    target = self._committed
+                if wal is None:
+                    wal = os.open(self._path + "-wal", os.O_RDONLY)
+                os.fsync(wal)  # covers every batch committed before it started: `target` at least
+                with self._synced:
+                    self._durable_upto = target
+                    ready = [waiter for batch, waiter in self._waiting if batch <= target]
+                    self._waiting = [(batch, waiter) for batch, waiter in self._waiting if batch > target]
+                for future, loop, result, error in ready:
+                    _deliver(future, loop, result, error)
+        finally:
+            if wal is not None:
+                os.close(wal)

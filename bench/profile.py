@@ -6,7 +6,8 @@ as written by `bench/run.py --profile DIR`. Rules this module owns:
 - Self time goes to a component: walk each stack from the leaf up, skip generic plumbing frames (asyncio,
   contextlib, functools, threading...), and the first remaining frame's file decides the component
   (aiohttp, SQLAlchemy, FastAPI/Starlette, uvicorn, logging, pydantic, or the `app.` module itself).
-  A stack of plumbing only is "event loop / stdlib".
+  A stack of plumbing only is "event loop / stdlib"; one whose leaf-most real frame is `asyncio.Runner.run`
+  is the event loop's own C code (uvloop polling, socket I/O, scheduling), not any callback's.
 - Inclusive time of a function counts each sample once, however often the function recurs in it.
 - Percentages are of all non-idle samples, i.e. of the gateway's CPU while it was recorded.
 """
@@ -59,6 +60,9 @@ _COMPONENTS = (
 )
 
 
+_LOOP = "event loop itself (uvloop C code: polling, I/O, scheduling)"
+
+
 def _parse_frame(frame: str) -> tuple[str, str]:
     match = _FRAME.match(frame)
     return (match.group("func"), match.group("file")) if match else (frame, "")
@@ -94,6 +98,9 @@ def summarise(stacks: list[tuple[list[tuple[str, str]], int]], top: int) -> str:
     for frames, count in stacks:
         owner = "event loop / stdlib"
         for _func, file in reversed(frames):
+            if file.endswith("asyncio/runners.py"):
+                owner = _LOOP  # the sample is inside the loop's C code, not in any callback
+                break
             found = component(file)
             if found is not None:
                 owner = found

@@ -55,6 +55,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-delay", type=float, default=0.5, help="seconds between events of a slow stream")
     parser.add_argument("--with-litellm", action="store_true", help="include the LiteLLM proxy (bench/.venv-litellm)")
     parser.add_argument("--no-forwarder", action="store_true", help="skip the bare aiohttp forwarder")
+    parser.add_argument("--systems", default="", help="comma-separated systems to run (default: all available)")
     parser.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="run a mixed-load soak of Seedgate instead")
     parser.add_argument("--sample-interval", type=float, default=30.0, help="soak sampling period in seconds")
@@ -162,8 +163,12 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
             services.append(system.service)
             samples, results = await soak.soak(system, args.soak, args.sample_interval)
             return soak.render(system, args.soak, samples, results)
-        rows += await _cases(direct(upstream), cases, args, upstream.pid)
+        systems = {s for s in args.systems.split(",") if s}
+        if not systems or "direct" in systems:
+            rows += await _cases(direct(upstream), cases, args, upstream.pid)
         for name, start in _starters(args, upstream_url, workdir):
+            if systems and name not in systems:
+                continue
             print(f"bench: starting {name}", file=sys.stderr, flush=True)
             system = start()
             services.append(system.service)

@@ -1,4 +1,5 @@
-"""Anthropic Messages endpoints for Claude Code: ``/v1/messages`` and ``/v1/messages/count_tokens``.
+"""Anthropic Messages endpoints for Claude Code: ``/v1/messages/count_tokens`` here; ``POST /v1/messages``
+is served by ``app.hotpath`` through ``app.anthropic.frontend``.
 
 Query strings (Claude Code sends ``?beta=true``) and ``anthropic-beta`` headers are ignored; errors
 leave in the Anthropic envelope (see ``app.main.wants_anthropic``).
@@ -9,30 +10,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.anthropic.frontend import AnthropicMessages, Signer
 from app.anthropic.tokens import estimate_input_tokens
 from app.deps import CallDep, GatewayDep
 from app.errors import InvalidRequest
-from app.gateway import Gateway
 from app.json import json_response
-from app.pipeline import authenticate, check_ip, handle_chat, parse_json
+from app.pipeline import authenticate, check_ip, parse_json
 
 router = APIRouter()
-
-
-def _frontend(gateway: Gateway) -> AnthropicMessages:
-    frontend = gateway.extensions.get("anthropic")
-    if frontend is None:
-        frontend = AnthropicMessages(Signer(gateway.settings.admin.master_key.get_secret_value()))
-        gateway.extensions["anthropic"] = frontend
-    if not isinstance(frontend, AnthropicMessages):
-        raise TypeError("anthropic frontend slot holds something else")
-    return frontend
-
-
-@router.post("/v1/messages")
-async def create_message(gateway: GatewayDep, call: CallDep) -> Response:
-    return await handle_chat(gateway, call, _frontend(gateway))
 
 
 @router.post("/v1/messages/count_tokens")

@@ -14,7 +14,7 @@ from app.deps import CallDep, GatewayDep
 from app.errors import InvalidRequest, ModelNotFound
 from app.json import json_response
 from app.openai_dialect import OpenAIDialect
-from app.pipeline import authenticate, check_ip, handle_chat
+from app.pipeline import authenticate, check_ip
 from app.relay import Dialect
 from app.ticket import Ticket
 
@@ -40,12 +40,7 @@ class OpenAIChat:
         return OpenAIDialect(include_usage=request.include_usage)
 
 
-OPENAI_CHAT = OpenAIChat()
-
-
-@router.post("/v1/chat/completions")
-async def chat_completions(gateway: GatewayDep, call: CallDep) -> Response:
-    return await handle_chat(gateway, call, OPENAI_CHAT)
+OPENAI_CHAT = OpenAIChat()  # served by app.hotpath for POST /v1/chat/completions
 
 
 def model_card(model: CatalogModel, *, anthropic: bool) -> dict[str, Any]:

@@ -286,7 +286,7 @@ def test_monthly_quota_is_429_that_must_not_be_retried(gateway: GatewayProcess, 
 
 
 def test_a_request_larger_than_the_keys_tokens_per_minute_is_refused_without_retry_and_spends_no_rpm(gateway):
-    key_id, key = gateway.create_key("1", tpm=50, rpm=1)
+    _, key = gateway.create_key("1", tpm=50, rpm=1)
     with api_client(gateway, key) as client:
         too_big = client.post("/v1/chat/completions", json=chat_body(messages=[{"role": "user", "content": "x" * 400}]))
         assert too_big.status_code == 429
