@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,10 +60,6 @@ class Call:
     api_key: str | None
     body: bytes
     started: float
-
-    @classmethod
-    def new(cls, *, client_ip: str, api_key: str | None, body: bytes = b"") -> Call:
-        return cls("req_" + secrets.token_hex(12), client_ip, api_key, body, time.perf_counter())
 
 
 class Frontend(Protocol):

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import yarl
 
 from app.errors import (
     ContentPolicyViolation,
@@ -97,7 +98,7 @@ class Upstream:
     def __init__(self, settings: UpstreamSettings) -> None:
         self.name = settings.name
         self.settings = settings
-        self.url = settings.base_url + "/chat/completions"
+        self.url = yarl.URL(settings.base_url + "/chat/completions")  # parsed once, not per request
         self._headers = {
             "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
             "Content-Type": "application/json",
@@ -121,7 +122,7 @@ class Upstream:
         if self._session is None:  # created lazily: it needs the running loop
             connector = aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=60)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True, trust_env=False
+                connector=connector, timeout=self._timeout, headers=self._headers, trust_env=False
             )
         return self._session
 
@@ -138,7 +139,7 @@ class Upstream:
         timeout = self._client_timeout(read_timeout) if read_timeout is not None else self._timeout
         try:
             response = await self.session.post(
-                self.url, data=orjson.dumps(body), headers=self._headers, timeout=timeout, allow_redirects=False
+                self.url, data=orjson.dumps(body), timeout=timeout, allow_redirects=False
             )
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             log.warning("upstream %s unreachable: %s", self.name, type(exc).__name__)
