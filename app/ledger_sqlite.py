@@ -59,7 +59,8 @@ Op = Callable[[sqlite3.Connection], Any]
 
 
 def timestamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    """SQLAlchemy's SQLite DATETIME text for a UTC moment (isoformat is ~5x cheaper than strftime)."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
 
 
 def reserve(params: dict[str, Any]) -> Op:

@@ -11,9 +11,9 @@ every committed frame that reached the disk, so a transaction is durable once an
 after its COMMIT returned.
 
 - ``run(op)`` resolves after that fsync: the same guarantee as ``synchronous=FULL``.
-- ``run(op, durable=False)`` resolves as soon as the operation ran: its decision is final unless the
-  machine loses power before the next fsync (a window of one fsync, ~3 ms here). The request path
-  uses it, so no client waits for the disk.
+- ``run(op, durable=False)`` resolves once its batch is committed to the WAL, before the fsync: it
+  survives a crash of the process, and is lost only if the machine loses power before the next
+  fsync (a window of one fsync, ~3 ms here). The request path uses it: no client waits for the disk.
 - ``barrier()`` resolves once everything submitted before it is durable (admin reads use it).
 
 Why: through SQLAlchemy's async layer and aiosqlite, a reserve + settle pair cost ~5.6 ms of CPU per
@@ -51,13 +51,21 @@ def _resolve(future: asyncio.Future[Any], result: Any, error: BaseException | No
         future.set_result(result)
 
 
-def _deliver(
-    future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, result: Any, error: BaseException | None
-) -> None:
-    try:
-        loop.call_soon_threadsafe(_resolve, future, result, error)
-    except RuntimeError:
-        pass  # the caller's loop is closed: nobody waits for this result any more
+def _resolve_all(ready: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in ready:
+        _resolve(future, result, error)
+
+
+def _deliver_all(waiters: list[_Waiter]) -> None:
+    """One wake-up per event loop for a whole batch, not one per operation."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for future, loop, result, error in waiters:
+        by_loop.setdefault(loop, []).append((future, result, error))
+    for loop, ready in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_all, ready)
+        except RuntimeError:
+            pass  # the caller's loop is closed: nobody waits for these results any more
 
 
 def _nothing(_conn: sqlite3.Connection) -> None:
@@ -151,7 +159,7 @@ class SqliteWriter:
         outcomes: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for operation, future, loop, durable in batch:
+            for operation, _future, _loop, _durable in batch:
                 conn.execute("SAVEPOINT op")
                 error: BaseException | None = None
                 try:
@@ -161,24 +169,23 @@ class SqliteWriter:
                     result, error = None, exc
                 conn.execute("RELEASE op")
                 outcomes.append((result, error))
-                if not durable:
-                    _deliver(future, loop, result, error)
             conn.execute("COMMIT")
         except Exception as exc:
-            early = sum(1 for item in batch if not item[3])
-            log.critical("a write batch of %d operations failed (%d already acknowledged)", len(batch), early)
+            log.critical("a write batch of %d operations failed and was rolled back", len(batch))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _operation, future, loop, durable in batch:
-                if durable:
-                    _deliver(future, loop, None, exc)
+            _deliver_all([(future, loop, None, exc) for _operation, future, loop, _durable in batch])
             return
+        early: list[_Waiter] = []
         with self._synced:
             self._committed += 1
             for (_operation, future, loop, durable), (result, error) in zip(batch, outcomes, strict=True):
                 if durable:
                     self._waiting.append((self._committed, (future, loop, result, error)))
+                else:
+                    early.append((future, loop, result, error))
             self._synced.notify_all()
+        _deliver_all(early)
 
     def _sync_loop(self) -> None:
         wal: int | None = None
@@ -197,8 +204,7 @@ class SqliteWriter:
                     self._durable_upto = target
                     ready = [waiter for batch, waiter in self._waiting if batch <= target]
                     self._waiting = [(batch, waiter) for batch, waiter in self._waiting if batch > target]
-                for future, loop, result, error in ready:
-                    _deliver(future, loop, result, error)
+                _deliver_all(ready)
         finally:
             if wal is not None:
                 os.close(wal)
