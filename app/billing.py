@@ -19,6 +19,7 @@ Invariant (tested on every backend): ``sum(topups) == available + held + sum(cha
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -134,10 +135,10 @@ class Ledger:
         prompt_tokens_estimate: int,
         prompt_cost_estimate: int,
     ) -> Hold:
-        now = datetime.now(UTC)
-        month = current_month(now)
         hold = Hold(request_id, key_id, model, amount, prompt_tokens_estimate, prompt_cost_estimate)
         if self._writer is not None:
+            epoch = time.time()
+            now_text = fast.stamp(epoch)
             params = {
                 "key_id": key_id,
                 "request_id": request_id,
@@ -146,14 +147,16 @@ class Ledger:
                 "prompt_tokens_estimate": prompt_tokens_estimate,
                 "prompt_cost_estimate": prompt_cost_estimate,
                 "owner": self.owner,
-                "month": month,
-                "now": fast.timestamp(now),
-                "expires_at": fast.timestamp(now + self._hold_ttl),
+                "month": now_text[:7],
+                "now": now_text,
+                "expires_at": fast.stamp(epoch + self._hold_ttl.total_seconds()),
             }
             available = await self._writer.run(fast.reserve(params), durable=False)
             if available is None:
                 return hold
             raise _refusal(amount, None if available < 0 else available)
+        now = datetime.now(UTC)
+        month = current_month(now)
         month_spent = _month_spent(month)
         async with self._db.write() as conn:
             result = await conn.execute(
@@ -207,16 +210,15 @@ class Ledger:
 
     async def settle(self, hold: Hold, record: UsageRecord, *, source: str = "request") -> Settlement | None:
         """Charge ``record.cost`` against ``hold``; None if the hold was already settled or released."""
-        now = datetime.now(UTC)
-        month = current_month(now)
         if self._writer is not None:
+            now_text = fast.stamp(time.time())
             params = {
                 "request_id": hold.request_id,
                 "key_id": hold.key_id,
                 "amount": hold.amount,
                 "cost": record.cost,
-                "month": month,
-                "now": fast.timestamp(now),
+                "month": now_text[:7],
+                "now": now_text,
                 "source": source,
                 "model": record.model,
                 "upstream": record.upstream,
@@ -234,6 +236,8 @@ class Ledger:
             }
             outcome = await self._writer.run(fast.settle(params), durable=False)
             return Settlement(*outcome) if outcome is not None else None
+        now = datetime.now(UTC)
+        month = current_month(now)
         async with self._db.write() as conn:
             if not await self._flip(conn, hold.request_id, "settled"):
                 return None

@@ -122,13 +122,13 @@ class KeyStore:
 
     async def lookup(self, raw: str) -> KeyRecord | None:
         """The key's record, or None when it is malformed or unknown. Revocation is checked by the caller."""
-        if not well_formed(raw):
-            return None
         digest = hash_key(raw)
         now = time.monotonic()
         cached = self._cache.get(digest)
         if cached is not None and cached[0] > now:
-            return cached[1]
+            return cached[1]  # only well-formed keys are ever cached
+        if not well_formed(raw):
+            return None
         async with self._db.read() as conn:
             row = (await conn.execute(select(*_AUTH_COLUMNS).where(api_keys.c.key_hash == digest))).first()
         if row is None:
