@@ -182,12 +182,18 @@ def _messages(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
+def model_of(body: Any) -> str:
+    """The requested model name of a JSON body (OpenAI or Anthropic shape), or a 400."""
     if not isinstance(body, dict):
         raise _fail("The request body must be a JSON object.", None)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise _fail("'model' is required and must be a non-empty string.", "model")
+    return model
+
+
+def parse_chat_request(body: Any) -> ChatRequest:
+    model = model_of(body)
     forward: dict[str, Any] = {"messages": _messages(body.get("messages"))}
     for name, check in _FIELDS.items():
         value = body.get(name)

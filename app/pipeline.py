@@ -35,7 +35,7 @@ from app.keys import KeyRecord
 from app.limits import ratelimit_headers
 from app.metering import TokenUsage, estimate_prompt_tokens, text_tokens
 from app.relay import Dialect, Relay, UpstreamEvents
-from app.streaming import RelayResponse
+from app.streaming import RelayResponse, SettleAfterResponse
 from app.ticket import Plan, Ticket
 from app.upstream import (
     UpstreamFailure,
@@ -234,10 +234,20 @@ async def answer(
             raise classify_error(ticket.target.upstream if ticket.target else "?", 500, raw)
         raise UpstreamError("The upstream service sent an unreadable answer.")
     usage = TokenUsage.from_openai(chat.get("usage"))
-    await ticket.finish(usage, status="ok", partial=False, output_tokens=_answer_tokens(chat))
-    if _policy_hit(chat):
-        await _record_policy(ticket.gw, ticket, "content_filter")
-    return Response(frontend.render(chat, raw, ticket), media_type="application/json", headers=headers)
+    output_tokens = _answer_tokens(chat)
+
+    async def settle() -> None:
+        await ticket.finish(usage, status="ok", partial=False, output_tokens=output_tokens)
+        if _policy_hit(chat):
+            await _record_policy(ticket.gw, ticket, "content_filter")
+
+    try:
+        body = frontend.render(chat, raw, ticket)
+    except BaseException:
+        await asyncio.shield(settle())  # the upstream did the work: charge it even if rendering fails
+        raise
+    # the client gets its answer first; the settlement follows in the same task, shielded
+    return SettleAfterResponse(body, headers=headers, settle=settle)
 
 
 async def start_stream(

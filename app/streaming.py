@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -77,3 +78,22 @@ class RelayResponse(Response):
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
+
+
+class SettleAfterResponse(Response):
+    """A JSON answer whose settlement runs right after its last byte is sent, whatever happens.
+
+    Settling first would add a database round trip to every answer's latency; the hold is already
+    durable, and the request's in-flight slot is held until ``settle`` returns (graceful shutdown
+    waits for it).
+    """
+
+    def __init__(self, content: bytes, *, headers: dict[str, str], settle: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(content, media_type="application/json", headers=headers)
+        self._settle = settle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await asyncio.shield(self._settle())

@@ -19,7 +19,7 @@ from app.anthropic.errors import AnthropicRequestError, anthropic_status_for_ups
 from app.anthropic.request import messages_to_chat
 from app.anthropic.response import chat_to_message
 from app.anthropic.stream import MessageStreamTranslator
-from app.chat_request import ChatRequest, parse_chat_request
+from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.errors import GatewayError, InvalidRequest
 from app.ticket import Ticket
 
@@ -67,10 +67,7 @@ class AnthropicMessages:
         self._sign = signer
 
     def model_name(self, body: Any) -> str:
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidRequest("model: Field required", param="model")
-        return model
+        return model_of(body)
 
     def parse(self, body: Any) -> ChatRequest:
         try:

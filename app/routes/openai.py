@@ -9,9 +9,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.catalog import CatalogModel
-from app.chat_request import ChatRequest, parse_chat_request
+from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.deps import CallDep, GatewayDep
-from app.errors import InvalidRequest, ModelNotFound
+from app.errors import ModelNotFound
 from app.json import json_response
 from app.openai_dialect import OpenAIDialect
 from app.pipeline import authenticate, check_ip
@@ -25,10 +25,7 @@ class OpenAIChat:
     endpoint = "chat.completions"
 
     def model_name(self, body: Any) -> str:
-        model = body.get("model") if isinstance(body, dict) else None
-        if not isinstance(model, str) or not model.strip():
-            raise InvalidRequest("'model' is required and must be a non-empty string.", param="model")
-        return model
+        return model_of(body)
 
     def parse(self, body: Any) -> ChatRequest:
         return parse_chat_request(body)
