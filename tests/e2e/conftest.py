@@ -16,23 +16,6 @@ StartGateway = Callable[..., GatewayProcess]
 
 
 @pytest.fixture(scope="session")
-def upstream() -> Iterator[FakeUpstreamThread]:
-    fake = FakeUpstreamThread()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def fake(upstream: FakeUpstreamThread) -> Iterator[FakeUpstreamThread]:
-    upstream.reset()
-    yield upstream
-    upstream.reset()
-
-
-@pytest.fixture(scope="session")
 def shared_gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[GatewayProcess]:
     """One gateway for the tests that need no special configuration (keys isolate them)."""
     workdir = tmp_path_factory.mktemp("gw")

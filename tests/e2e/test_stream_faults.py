@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import openai
-import orjson
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
@@ -25,7 +24,8 @@ from tests.support.gateway import (
     chat_body,
     openai_client,
     settled_rows,
-    sse_data,
+    sse_payloads,
+    streamed_content,
 )
 
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 2000}
@@ -76,20 +76,6 @@ def partial_row(gateway: GatewayProcess, key_id: str, status: str) -> dict[str, 
     return row
 
 
-def events(body: str) -> list[Any]:
-    """The ``data:`` payloads of a client stream, JSON-decoded (``[DONE]`` kept as the string)."""
-    return [data if data == "[DONE]" else orjson.loads(data) for data in sse_data(body)]
-
-
-def content_of(payloads: list[Any]) -> str:
-    return "".join(
-        choice["delta"].get("content") or ""
-        for payload in payloads
-        if isinstance(payload, dict)
-        for choice in payload.get("choices", ())
-    )
-
-
 # --- broken streams --------------------------------------------------------------------------------
 
 
@@ -100,8 +86,8 @@ def test_a_reset_mid_stream_ends_in_an_error_event_and_a_partial_row(
     fake.enqueue({"reset_after_events": 3, "usage": USAGE})  # role chunk, "Hello ", "from ", then RST
     status, _, body = raw_stream(gateway, key)
     assert status == 200
-    payloads = events(body)
-    assert content_of(payloads) == "Hello from "
+    payloads = sse_payloads(body)
+    assert streamed_content(payloads) == "Hello from "
     assert payloads[-1]["error"]["code"] == "upstream_error"
     assert "[DONE]" not in payloads
     assert len(fake.requests) == 1  # content was sent: never retried
@@ -125,8 +111,8 @@ def test_an_upstream_error_event_mid_stream_is_relayed_without_its_message(
     fake.enqueue({"content_chunks": ["par", "tial"], "stream_error": leak})
     status, _, body = raw_stream(gateway, key)
     assert status == 200
-    payloads = events(body)
-    assert content_of(payloads) == "partial"
+    payloads = sse_payloads(body)
+    assert streamed_content(payloads) == "partial"
     assert payloads[-1]["error"]["type"] == "upstream_error"
     assert UPSTREAM_KEY not in body
     assert "internal failure" not in body
@@ -154,8 +140,8 @@ def test_other_sse_line_endings_are_understood(
     fake.enqueue({"line_ending": line_ending, "content_chunks": ["line ", "endings"], "usage": USAGE})
     status, _, body = raw_stream(gateway, key)
     assert status == 200
-    payloads = events(body)
-    assert content_of(payloads) == "line endings"
+    payloads = sse_payloads(body)
+    assert streamed_content(payloads) == "line endings"
     assert payloads[-1] == "[DONE]"
     complete_row(gateway, key_id)
 
@@ -179,8 +165,8 @@ def test_a_stream_without_done_but_with_a_finish_reason_completes(
     fake.enqueue({"no_done": True, "content_chunks": ["no ", "done"], "usage": USAGE})
     status, _, body = raw_stream(gateway, key)
     assert status == 200
-    payloads = events(body)
-    assert content_of(payloads) == "no done"
+    payloads = sse_payloads(body)
+    assert streamed_content(payloads) == "no done"
     assert payloads[-1] == "[DONE]"  # the gateway ends the stream properly for the client
     assert not any(isinstance(p, dict) and "error" in p for p in payloads)
     complete_row(gateway, key_id)
@@ -194,8 +180,8 @@ def test_a_stream_that_ends_without_finish_reason_or_done_is_an_error(
     fake.enqueue({"content_chunks": ["cut ", "short"], "finish_reason": "", "usage": "omit", "no_done": True})
     status, _, body = raw_stream(gateway, key)
     assert status == 200
-    payloads = events(body)
-    assert content_of(payloads) == "cut short"
+    payloads = sse_payloads(body)
+    assert streamed_content(payloads) == "cut short"
     assert payloads[-1]["error"]["code"] == "upstream_error"
     partial_row(gateway, key_id, "upstream_error")
 

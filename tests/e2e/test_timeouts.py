@@ -30,7 +30,8 @@ from tests.support.gateway import (
     dedicated_gateway,
     openai_client,
     settled_rows,
-    sse_data,
+    sse_payloads,
+    streamed_content,
 )
 
 IDLE = 0.5  # the per-model read timeout of "tight" and "stall"; the upstreams' own is 5 s
@@ -159,19 +160,6 @@ def timed_chat(gateway: GatewayProcess, key: str, model: str, *, stream: bool) -
     return response, text, time.monotonic() - started
 
 
-def payloads(text: str) -> list[Any]:
-    return [data if data == "[DONE]" else orjson.loads(data) for data in sse_data(text)]
-
-
-def content_of(events: list[Any]) -> str:
-    return "".join(
-        choice["delta"].get("content") or ""
-        for event in events
-        if isinstance(event, dict)
-        for choice in event.get("choices", ())
-    )
-
-
 def timeout_error_of(response: httpx.Response, text: str) -> None:
     """A 504 in the OpenAI envelope, sent before any stream byte."""
     assert response.status_code == 504, text
@@ -234,8 +222,8 @@ def test_silence_mid_stream_ends_in_an_error_event_with_a_partial_row(
     before = stalling.requests
     response, text, took = timed_chat(gateway, key, "stall", stream=True)
     assert response.status_code == 200
-    events = payloads(text)
-    assert content_of(events) == "Hello world"
+    events = sse_payloads(text)
+    assert streamed_content(events) == "Hello world"
     assert events[-1]["error"]["code"] == "upstream_timeout"
     assert "[DONE]" not in events
     assert IDLE * 0.9 <= took < IDLE + 3.0
@@ -250,8 +238,8 @@ def test_silence_before_any_content_ends_the_stream_and_charges_nothing(
     fake.enqueue({"event_delay": IDLE * 3})  # only the role chunk arrives in time
     response, text, _ = timed_chat(gateway, key, "tight", stream=True)
     assert response.status_code == 200
-    events = payloads(text)
-    assert content_of(events) == ""
+    events = sse_payloads(text)
+    assert streamed_content(events) == ""
     assert events[-1]["error"]["code"] == "upstream_timeout"
     assert len(fake.requests) == 1
     # RELIABILITY.md: an upstream error before any content is released, not charged
@@ -267,8 +255,8 @@ def test_the_total_deadline_cuts_a_slow_stream_with_a_partial_row(
     fake.enqueue({"event_delay": 0.25, "content_chunks": words})
     response, text, took = timed_chat(gateway, key, "short-total", stream=True)
     assert response.status_code == 200
-    events = payloads(text)
-    received = content_of(events)
+    events = sse_payloads(text)
+    received = streamed_content(events)
     assert received
     assert "".join(words).startswith(received)
     assert received != "".join(words)
@@ -309,7 +297,7 @@ def test_a_slow_stream_gets_keepalive_comments_and_the_sdk_still_parses_it(
     assert response.headers["content-type"].startswith("text/event-stream")
     # two silent seconds at a 0.3 s heartbeat: at least two keepalives in each gap
     assert text.split("\n").count(": keepalive") >= 4, text
-    assert content_of(payloads(text)) == "tick tock"
+    assert streamed_content(sse_payloads(text)) == "tick tock"
     assert (content, finish) == ("tick tock", "stop")
     assert len(fake.requests) == 2
     rows = settled_rows(gateway, key_id, count=2)

@@ -45,23 +45,6 @@ def services() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[FakeUpstreamThread]:
-    fake = FakeUpstreamThread()
-    fake.start()
-    try:
-        yield fake
-    finally:
-        fake.stop()
-
-
-@pytest.fixture
-def fake(upstream: FakeUpstreamThread) -> Iterator[FakeUpstreamThread]:
-    upstream.reset()
-    yield upstream
-    upstream.reset()
-
-
 def cluster_config(upstream_url: str, *, redis_url: str | None = None) -> dict[str, Any]:
     """A gateway config on a fresh Postgres database and a Redis key prefix nobody else uses."""
     redis = {"url": redis_url or backends.redis_url(), "prefix": f"sgscale:{secrets.token_hex(6)}:"}

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 import openai
+import orjson
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import text
@@ -312,3 +313,18 @@ def faults_config(upstream_url: str) -> dict[str, Any]:
         {"name": "dead", "base_url": f"http://127.0.0.1:{free_port()}/v1", "api_key": UPSTREAM_KEY},
     ]
     return {**FAULT_TOLERANT, "upstreams": upstreams, "models": [*models, dead]}
+
+
+def sse_payloads(text: str) -> list[Any]:
+    """The ``data:`` payloads of a client stream, JSON-decoded (``[DONE]`` kept as the string)."""
+    return [data if data == "[DONE]" else orjson.loads(data) for data in sse_data(text)]
+
+
+def streamed_content(payloads: list[Any]) -> str:
+    """The answer text carried by OpenAI stream chunks."""
+    return "".join(
+        choice["delta"].get("content") or ""
+        for payload in payloads
+        if isinstance(payload, dict)
+        for choice in payload.get("choices", ())
+    )
