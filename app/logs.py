@@ -48,9 +48,9 @@ def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # drivers log every statement with its parameters (key hashes) at DEBUG: never below INFO
+    # drivers log every statement with its parameters (key hashes) at INFO/DEBUG: warnings only
     for name in ("aiosqlite", "sqlalchemy.engine", "asyncpg"):
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLevelName(level)))
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logger = logging.getLogger(name)
         logger.handlers = []

@@ -106,3 +106,16 @@ def test_configure_logging_installs_the_filter_on_the_root_sink(capsys: pytest.C
         for handler in saved_handlers:
             root.addHandler(handler)
         root.setLevel(saved_level)
+
+
+def test_database_drivers_never_log_statements_even_at_debug():
+    import logging
+
+    from app.logs import configure_logging
+
+    configure_logging("DEBUG", [])
+    try:
+        for name in ("sqlalchemy.engine", "aiosqlite", "asyncpg"):
+            assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
+    finally:
+        configure_logging("WARNING", [])
