@@ -19,7 +19,6 @@ Invariant (tested on every backend): ``sum(topups) == available + held + sum(cha
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -137,20 +136,7 @@ class Ledger:
     ) -> Hold:
         hold = Hold(request_id, key_id, model, amount, prompt_tokens_estimate, prompt_cost_estimate)
         if self._writer is not None:
-            epoch = time.time()
-            now_text = fast.stamp(epoch)
-            params = {
-                "key_id": key_id,
-                "request_id": request_id,
-                "model": model,
-                "amount": amount,
-                "prompt_tokens_estimate": prompt_tokens_estimate,
-                "prompt_cost_estimate": prompt_cost_estimate,
-                "owner": self.owner,
-                "month": now_text[:7],
-                "now": now_text,
-                "expires_at": fast.stamp(epoch + self._hold_ttl.total_seconds()),
-            }
+            params = fast.reserve_params(hold, owner=self.owner, hold_ttl=self._hold_ttl.total_seconds())
             available = await self._writer.run(fast.reserve(params), durable=False)
             if available is None:
                 return hold
@@ -211,29 +197,7 @@ class Ledger:
     async def settle(self, hold: Hold, record: UsageRecord, *, source: str = "request") -> Settlement | None:
         """Charge ``record.cost`` against ``hold``; None if the hold was already settled or released."""
         if self._writer is not None:
-            now_text = fast.stamp(time.time())
-            params = {
-                "request_id": hold.request_id,
-                "key_id": hold.key_id,
-                "amount": hold.amount,
-                "cost": record.cost,
-                "month": now_text[:7],
-                "now": now_text,
-                "source": source,
-                "model": record.model,
-                "upstream": record.upstream,
-                "upstream_model": record.upstream_model,
-                "endpoint": record.endpoint,
-                "stream": record.stream,
-                "prompt_tokens": record.prompt_tokens,
-                "completion_tokens": record.completion_tokens,
-                "reasoning_tokens": record.reasoning_tokens,
-                "cached_tokens": record.cached_tokens,
-                "status": record.status,
-                "partial": record.partial,
-                "estimated": record.estimated,
-                "latency_ms": record.latency_ms,
-            }
+            params = fast.settle_params(hold, record, source=source)
             outcome = await self._writer.run(fast.settle(params), durable=False)
             return Settlement(*outcome) if outcome is not None else None
         now = datetime.now(UTC)

@@ -10,9 +10,13 @@ paths read each other's rows.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.billing import Hold, UsageRecord
 
 _RESERVE = """
 UPDATE api_keys
@@ -111,3 +115,46 @@ def settle(params: dict[str, Any]) -> Op:
         return charged, params["cost"] - charged
 
     return op
+
+
+def reserve_params(hold: Hold, *, owner: str, hold_ttl: float) -> dict[str, Any]:
+    epoch = time.time()
+    now = stamp(epoch)
+    return {
+        "key_id": hold.key_id,
+        "request_id": hold.request_id,
+        "model": hold.model,
+        "amount": hold.amount,
+        "prompt_tokens_estimate": hold.prompt_tokens_estimate,
+        "prompt_cost_estimate": hold.prompt_cost_estimate,
+        "owner": owner,
+        "month": now[:7],
+        "now": now,
+        "expires_at": stamp(epoch + hold_ttl),
+    }
+
+
+def settle_params(hold: Hold, record: UsageRecord, *, source: str) -> dict[str, Any]:
+    now = stamp(time.time())
+    return {
+        "request_id": hold.request_id,
+        "key_id": hold.key_id,
+        "amount": hold.amount,
+        "cost": record.cost,
+        "month": now[:7],
+        "now": now,
+        "source": source,
+        "model": record.model,
+        "upstream": record.upstream,
+        "upstream_model": record.upstream_model,
+        "endpoint": record.endpoint,
+        "stream": record.stream,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "reasoning_tokens": record.reasoning_tokens,
+        "cached_tokens": record.cached_tokens,
+        "status": record.status,
+        "partial": record.partial,
+        "estimated": record.estimated,
+        "latency_ms": record.latency_ms,
+    }

@@ -4,7 +4,8 @@
     -> reserve money -> upstream call -> relay (stream) or answer -> settle (or release) -> log
 
 Every step raises a ``GatewayError`` on refusal; the route's dialect renders it. Once money is
-reserved, the ``Ticket`` guarantees exactly one settle-or-release on every path.
+reserved, the ``Ticket`` guarantees exactly one settle-or-release on every path. The last steps
+(answer or relay, then settle) are in ``app.answers``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 from starlette.responses import Response
 
+from app.answers import answer, record_policy, start_stream
 from app.catalog import CatalogModel
 from app.chat_request import ChatRequest
 from app.errors import (
@@ -27,26 +29,16 @@ from app.errors import (
     ModelNotFound,
     RateLimited,
     ServiceUnavailable,
-    UpstreamError,
-    UpstreamTimeout,
 )
 from app.gateway import Gateway
 from app.keys import KeyRecord
 from app.limits import ratelimit_headers
-from app.metering import TokenUsage, estimate_prompt_tokens, text_tokens
-from app.relay import Dialect, Relay, UpstreamEvents
-from app.streaming import RelayResponse, SettleAfterResponse
+from app.metering import estimate_prompt_tokens
+from app.relay import Dialect
 from app.ticket import Plan, Ticket
 from app.upstream import (
     UpstreamFailure,
-    UpstreamReadError,
-    UpstreamReadTimeout,
-    UpstreamResponse,
-    classify_error,
 )
-from app.usage import record_policy_event
-
-MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a non-stream answer larger than this is refused as broken
 
 log = logging.getLogger("seedgate.request")
 
@@ -192,7 +184,7 @@ async def handle_chat(gw: Gateway, call: Call, frontend: Frontend) -> Response:
         return await answer(ticket, response, frontend, headers, deadline)
     except UpstreamFailure as failure:
         if failure.policy:
-            await _record_policy(gw, ticket, failure.upstream_code)
+            await record_policy(gw, ticket, failure.upstream_code)
         await asyncio.shield(ticket.abort(f"upstream {failure.upstream_status or failure.error.status}"))
         raise failure.error from None
     except BaseException as exc:
@@ -210,108 +202,3 @@ def parse_json(raw: bytes) -> Any:
 def total_timeout(gw: Gateway, model: CatalogModel) -> float:
     first = model.targets[0]
     return first.total_timeout or gw.upstreams[first.upstream].settings.total_timeout
-
-
-async def answer(
-    ticket: Ticket, response: UpstreamResponse, frontend: Frontend, headers: dict[str, str], deadline: float
-) -> Response:
-    """Non-stream: read the whole upstream answer (bounded), settle, then reply."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            raw = await read_bounded(response, MAX_ANSWER_BYTES)
-    except (TimeoutError, UpstreamReadTimeout):
-        raise UpstreamTimeout("The upstream service timed out.") from None
-    except UpstreamReadError:
-        raise UpstreamError("The upstream connection broke while reading the answer.") from None
-    finally:
-        await response.aclose()
-    try:
-        chat = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        chat = None
-    if not isinstance(chat, dict) or not isinstance(chat.get("choices"), list):
-        if isinstance(chat, dict) and "error" in chat:
-            raise classify_error(ticket.target.upstream if ticket.target else "?", 500, raw)
-        raise UpstreamError("The upstream service sent an unreadable answer.")
-    usage = TokenUsage.from_openai(chat.get("usage"))
-    output_tokens = _answer_tokens(chat)
-
-    async def settle() -> None:
-        await ticket.finish(usage, status="ok", partial=False, output_tokens=output_tokens)
-        if _policy_hit(chat):
-            await _record_policy(ticket.gw, ticket, "content_filter")
-
-    try:
-        body = frontend.render(chat, raw, ticket)
-    except BaseException:
-        await asyncio.shield(settle())  # the upstream did the work: charge it even if rendering fails
-        raise
-    # the client gets its answer first; the settlement follows in the same task, shielded
-    return SettleAfterResponse(body, headers=headers, settle=settle)
-
-
-async def start_stream(
-    ticket: Ticket, response: UpstreamResponse, dialect: Dialect, headers: dict[str, str], deadline: float
-) -> Response:
-    """Stream: wait for the upstream's first event, then hand the ticket to the relay."""
-    events = UpstreamEvents(response, deadline=deadline)
-
-    async def on_finish(outcome: Any) -> None:
-        consumed = outcome.usage is not None or outcome.output_tokens > 0 or outcome.status == "client_disconnected"
-        if outcome.complete or consumed:
-            await ticket.finish(
-                outcome.usage, status=outcome.status, partial=not outcome.complete, output_tokens=outcome.output_tokens
-            )
-        else:
-            await ticket.abort(outcome.status)
-
-    heartbeat = ticket.gw.settings.server.heartbeat_seconds
-    relay = Relay(events, dialect, on_finish=on_finish, heartbeat_interval=heartbeat)
-    try:
-        error = await relay.prime()
-    except BaseException:
-        await asyncio.shield(events.aclose())
-        raise
-    if error is not None:
-        await events.aclose()
-        raise error
-    return RelayResponse(relay, headers=headers)
-
-
-async def read_bounded(response: UpstreamResponse, limit: int) -> bytes:
-    buf = bytearray()
-    async for chunk in response.aiter_bytes():
-        buf += chunk
-        if len(buf) > limit:
-            raise UpstreamError("The upstream answer is larger than the gateway accepts.")
-    return bytes(buf)
-
-
-def _answer_tokens(chat: dict[str, Any]) -> int:
-    total = 0
-    for choice in chat.get("choices") or ():
-        message = choice.get("message") if isinstance(choice, dict) else None
-        if isinstance(message, dict):
-            for field in ("content", "reasoning_content"):
-                if isinstance(message.get(field), str):
-                    total += text_tokens(message[field])
-    return total
-
-
-def _policy_hit(chat: dict[str, Any]) -> bool:
-    for choice in chat.get("choices") or ():
-        if isinstance(choice, dict) and (
-            choice.get("finish_reason") == "content_filter" or choice.get("moderation_hit_type")
-        ):
-            return True
-    return False
-
-
-async def _record_policy(gw: Gateway, ticket: Ticket, code: str | None) -> None:
-    try:
-        await record_policy_event(
-            gw.db, request_id=ticket.request_id, key_id=ticket.key.id, model=ticket.model.id, code=code, message=None
-        )
-    except Exception:
-        # a lost audit row must not turn the client's answer into a 500
-        log.exception("could not record policy event")
