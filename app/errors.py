@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import orjson
-
 
 class GatewayError(Exception):
     status: ClassVar[int] = 500
@@ -152,7 +150,3 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout_error"
     default_code = "upstream_timeout"
-
-
-def openai_error_bytes(error: GatewayError) -> bytes:
-    return orjson.dumps(error.openai_body())

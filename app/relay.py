@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -137,7 +136,6 @@ class Relay:
         self._started = False
         self._ended = False
         self._closed = False
-        self.first_byte_at: float | None = None
 
     async def prime(self) -> GatewayError | None:
         """Wait for the upstream's first event; an error here can still become an HTTP status."""
@@ -238,7 +236,3 @@ class Relay:
             await self._events.aclose()
         finally:
             await self._on_finish(self.outcome)
-
-
-def elapsed_ms(start: float) -> int:
-    return int((time.perf_counter() - start) * 1000)

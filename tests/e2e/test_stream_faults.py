@@ -17,12 +17,11 @@ import pytest
 from app.fake_upstream import FakeUpstreamThread
 from app.fake_upstream.script import DEFAULT_CONTENT
 from tests.support.gateway import (
-    HELLO,
     UPSTREAM_KEY,
     GatewayProcess,
     api_client,
     chat_body,
-    openai_client,
+    sdk_stream,
     settled_rows,
     sse_payloads,
     streamed_content,
@@ -41,18 +40,6 @@ def raw_stream(gateway: GatewayProcess, key: str, **fields: Any) -> tuple[int, s
     ):
         body = b"".join(response.iter_bytes())
         return response.status_code, response.headers["content-type"], body.decode()
-
-
-def sdk_text(gateway: GatewayProcess, key: str) -> tuple[str, str | None]:
-    """(concatenated content, last finish_reason) of a stream read through the openai SDK."""
-    pieces: list[str] = []
-    finish: str | None = None
-    with openai_client(gateway, key) as client:
-        for chunk in client.chat.completions.create(model=MODEL, messages=HELLO, stream=True):
-            for choice in chunk.choices:
-                pieces.append(choice.delta.content or "")
-                finish = choice.finish_reason or finish
-    return "".join(pieces), finish
 
 
 def complete_row(gateway: GatewayProcess, key_id: str) -> dict[str, Any]:
@@ -98,7 +85,7 @@ def test_a_reset_mid_stream_is_an_api_error_in_the_sdk(gateway: GatewayProcess, 
     key_id, key = gateway.create_key("1")
     fake.enqueue({"reset_after_events": 3})
     with pytest.raises(openai.APIError, match="broke off"):
-        sdk_text(gateway, key)
+        sdk_stream(gateway, key, MODEL)
     assert len(fake.requests) == 1
     partial_row(gateway, key_id, "upstream_error")
 
@@ -126,7 +113,7 @@ def test_an_upstream_error_event_mid_stream_is_relayed_without_its_message(
 def test_a_malformed_event_in_the_middle_is_skipped(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
     fake.enqueue({"malformed_after_events": 2, "usage": USAGE})
-    text, finish = sdk_text(gateway, key)
+    text, finish = sdk_stream(gateway, key, MODEL)
     assert (text, finish) == (DEFAULT_CONTENT, "stop")
     assert len(fake.requests) == 1
     complete_row(gateway, key_id)
@@ -152,7 +139,7 @@ def test_one_byte_network_chunks_keep_multibyte_characters_whole(
     key_id, key = gateway.create_key("1")
     pieces = ["Grüße, ", "世界 ", "🎉🚀 ", "naïve — ", "ok"]
     fake.enqueue({"byte_by_byte": True, "content_chunks": pieces, "usage": USAGE})
-    text, finish = sdk_text(gateway, key)
+    text, finish = sdk_stream(gateway, key, MODEL)
     assert text == "".join(pieces)
     assert finish == "stop"
     complete_row(gateway, key_id)

@@ -28,7 +28,7 @@ from tests.support.gateway import (
     api_client,
     assert_untouched,
     dedicated_gateway,
-    openai_client,
+    sdk_stream,
     settled_rows,
     sse_payloads,
     streamed_content,
@@ -267,18 +267,6 @@ def test_the_total_deadline_cuts_a_slow_stream_with_a_partial_row(
 
 
 # --- heartbeats ------------------------------------------------------------------------------------
-
-
-def sdk_stream(gateway: GatewayProcess, key: str, model: str) -> tuple[str, str | None]:
-    """(concatenated content, last finish_reason) of a stream read through the openai SDK."""
-    pieces: list[str] = []
-    finish: str | None = None
-    with openai_client(gateway, key) as client:
-        for chunk in client.chat.completions.create(model=model, messages=HELLO, stream=True):
-            for choice in chunk.choices:
-                pieces.append(choice.delta.content or "")
-                finish = choice.finish_reason or finish
-    return "".join(pieces), finish
 
 
 def test_a_slow_stream_gets_keepalive_comments_and_the_sdk_still_parses_it(

@@ -328,3 +328,15 @@ def streamed_content(payloads: list[Any]) -> str:
         if isinstance(payload, dict)
         for choice in payload.get("choices", ())
     )
+
+
+def sdk_stream(gateway: GatewayProcess, key: str, model: str) -> tuple[str, str | None]:
+    """(concatenated content, last finish_reason) of a stream read through the openai SDK."""
+    pieces: list[str] = []
+    finish: str | None = None
+    with openai_client(gateway, key) as client:
+        for chunk in client.chat.completions.create(model=model, messages=HELLO, stream=True):
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+    return "".join(pieces), finish
