@@ -13,11 +13,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, insert, select, update
 
-from app.billing import Ledger
 from app.catalog import Catalog
 from app.db import Database
 from app.keys import KEY_PREFIX, KeyStore, generate_key, hash_key, new_key_id
-from app.money import MAX_BALANCE_UNITS, MoneyError, units_to_usd, usd_to_units
+from app.money.ledger import Ledger
+from app.money.units import MAX_BALANCE_UNITS, MoneyError, units_to_usd, usd_to_units
 from app.tables import api_keys, ledger
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]

@@ -16,10 +16,10 @@ import orjson
 from starlette.responses import Response
 
 from app.errors import UpstreamError, UpstreamTimeout
-from app.gateway import Gateway
-from app.metering import TokenUsage, text_tokens
+from app.money.tokens import TokenUsage, text_tokens
+from app.outbound import RelayResponse, SettleAfterResponse
 from app.relay import Dialect, Relay, UpstreamEvents
-from app.streaming import RelayResponse, SettleAfterResponse
+from app.services import Gateway
 from app.ticket import Ticket
 from app.upstream import UpstreamReadError, UpstreamReadTimeout, UpstreamResponse, classify_error
 from app.usage import record_policy_event

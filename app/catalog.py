@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from app.money import price_per_token
+from app.money.units import price_per_token
 from app.settings import ModelSettings, Settings
 
 _DOT_BETWEEN_DIGITS = re.compile(r"(?<=\d)\.(?=\d)")

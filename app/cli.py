@@ -16,11 +16,11 @@ from typing import Any
 
 from app import accounts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
-from app.billing import Ledger
 from app.catalog import Catalog, CatalogError
 from app.db import Database
 from app.keys import KeyStore
 from app.migrate import upgrade
+from app.money.ledger import Ledger
 from app.settings import ConfigError, Settings, load_settings
 from app.usage import list_usage
 

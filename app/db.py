@@ -22,7 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from app.sqlite_writer import SqliteWriter
+from app.money.writer import SqliteWriter
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_STATEMENT_TIMEOUT_MS = 10_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from app.anthropic.errors import error_body as anthropic_error_body
+from app.dialects.anthropic.errors import error_body as anthropic_error_body
 from app.errors import GatewayError
 from app.json import json_response
 

@@ -16,12 +16,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.asgi import HotPaths
 from app.error_response import error_response, wants_anthropic
 from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge
 from app.fake_upstream import FakeUpstream
-from app.gateway import Gateway
-from app.hotpath import HotPaths
-from app.routes import admin, anthropic, health, openai
+from app.routes import admin, anthropic, health, models
+from app.services import Gateway
 from app.settings import Settings
 
 log = logging.getLogger("seedgate")
@@ -122,7 +122,7 @@ def create_app(settings: Settings, *, demo: bool = False) -> ASGIApp:
 
     app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(health.router)
-    app.include_router(openai.router)
+    app.include_router(models.router)
     app.include_router(anthropic.router)
     app.include_router(admin.router)
     app.add_exception_handler(GatewayError, _gateway_error)

@@ -30,11 +30,11 @@ from app.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from app.gateway import Gateway
 from app.keys import KeyRecord
 from app.limits import ratelimit_headers
-from app.metering import estimate_prompt_tokens
+from app.money.tokens import estimate_prompt_tokens
 from app.relay import Dialect
+from app.services import Gateway
 from app.ticket import Plan, Ticket
 from app.upstream import (
     UpstreamFailure,

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import orjson
 
 from app.errors import GatewayError, UpstreamError, UpstreamTimeout
-from app.metering import TokenUsage, text_tokens
+from app.money.tokens import TokenUsage, text_tokens
 from app.sse import SSEDecoder, SSEError
 from app.upstream import UpstreamReadError, UpstreamReadTimeout, UpstreamResponse
 

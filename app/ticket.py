@@ -12,11 +12,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from app.billing import Hold, UsageRecord
 from app.catalog import CatalogModel, Target
-from app.gateway import Gateway
 from app.keys import KeyRecord
-from app.metering import TokenUsage
+from app.money.ledger import Hold, UsageRecord
+from app.money.tokens import TokenUsage
+from app.services import Gateway
 
 log = logging.getLogger("seedgate.request")
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from app.db import Database
-from app.money import units_to_usd
+from app.money.units import units_to_usd
 from app.tables import policy_events, usage
 
 MAX_PAGE = 1000

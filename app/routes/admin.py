@@ -11,8 +11,8 @@ from starlette.responses import Response
 
 from app import accounts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
-from app.deps import AdminDep, GatewayDep
 from app.errors import InvalidRequest, NotFound
+from app.inbound import AdminDep, GatewayDep
 from app.json import json_response
 from app.usage import list_policy_events, list_usage
 

@@ -1,5 +1,5 @@
 """Anthropic Messages endpoints for Claude Code: ``/v1/messages/count_tokens`` here; ``POST /v1/messages``
-is served by ``app.hotpath`` through ``app.anthropic.frontend``.
+is served by ``app.asgi`` through ``app.dialects.anthropic.dialect``.
 
 Query strings (Claude Code sends ``?beta=true``) and ``anthropic-beta`` headers are ignored; errors
 leave in the Anthropic envelope (see ``app.main.wants_anthropic``).
@@ -10,9 +10,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.anthropic.tokens import estimate_input_tokens
-from app.deps import CallDep, GatewayDep
+from app.dialects.anthropic.tokens import estimate_input_tokens
 from app.errors import InvalidRequest
+from app.inbound import CallDep, GatewayDep
 from app.json import json_response
 from app.pipeline import authenticate, check_ip, parse_json
 

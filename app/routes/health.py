@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.deps import GatewayDep
+from app.inbound import GatewayDep
 from app.json import json_response
 
 router = APIRouter()

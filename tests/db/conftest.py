@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import Table, func, select
 
 from app.accounts import KeyCreate, create_key, ledger_totals
-from app.billing import Ledger
 from app.catalog import Catalog
 from app.db import Database
 from app.migrate import upgrade
+from app.money.ledger import Ledger
 from app.settings import Settings
 from app.tables import api_keys, holds
 from tests.support.backends import database_url, on_postgres

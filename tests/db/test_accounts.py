@@ -16,10 +16,10 @@ from app.accounts import (
     topup_key,
     update_key,
 )
-from app.billing import Ledger
 from app.catalog import Catalog
 from app.db import Database
 from app.keys import KeyStore, generate_key, hash_key, well_formed
+from app.money.ledger import Ledger
 from app.tables import api_keys
 from app.tables import ledger as ledger_table
 from tests.db.conftest import Books

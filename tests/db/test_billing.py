@@ -5,10 +5,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
-from app.billing import Hold, Ledger, Settlement, UsageRecord, current_month
 from app.db import Database
 from app.errors import AuthenticationFailed, InsufficientBalance, MonthlyQuotaExceeded
-from app.money import UNITS_PER_USD
+from app.money.ledger import Hold, Ledger, Settlement, UsageRecord, current_month
+from app.money.units import UNITS_PER_USD
 from app.tables import api_keys, holds, instances, usage
 from app.tables import ledger as ledger_table
 from tests.db.conftest import OWNER, Books, MakeLedger

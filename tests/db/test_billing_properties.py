@@ -25,10 +25,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from app.billing import Hold, Ledger, Settlement, UsageRecord
 from app.db import Database
 from app.errors import InsufficientBalance
 from app.migrate import upgrade
+from app.money.ledger import Hold, Ledger, Settlement, UsageRecord
 from tests.db.conftest import Books, make_catalog, sqlite_url
 from tests.support.backends import on_postgres
 

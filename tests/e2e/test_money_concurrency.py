@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
-from app.metering import estimate_prompt_tokens
-from app.money import UNITS_PER_USD, units_to_usd, usd_to_units
+from app.money.tokens import estimate_prompt_tokens
+from app.money.units import UNITS_PER_USD, units_to_usd, usd_to_units
 from tests.support.gateway import MASTER_KEY, GatewayProcess, dedicated_gateway
 
 N = 6

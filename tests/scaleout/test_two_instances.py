@@ -21,8 +21,8 @@ import pytest
 from redis import Redis
 
 from app.fake_upstream import FakeUpstreamThread
-from app.metering import estimate_prompt_tokens
-from app.money import price_per_token, units_to_usd, usd_to_units
+from app.money.tokens import estimate_prompt_tokens
+from app.money.units import price_per_token, units_to_usd, usd_to_units
 from tests.scaleout.conftest import RedisServer, StartCluster
 from tests.support.gateway import MASTER_KEY, GatewayProcess, api_client, chat_body, error_of, settled_rows, wait_until
 

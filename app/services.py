@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
-from app.billing import Ledger
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
 from app.db import Database
 from app.keys import KeyStore
 from app.limits import FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter, connect
+from app.money.ledger import Ledger
 from app.routing import Router
 from app.settings import Settings
 from app.upstream import Upstream

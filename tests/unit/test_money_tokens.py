@@ -3,7 +3,7 @@ from typing import Any
 import pytest
 
 from app.catalog import Prices
-from app.metering import (
+from app.money.tokens import (
     MEDIA_PART_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     TokenUsage,

@@ -25,11 +25,11 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import and_, case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app import ledger_sqlite as fast
 from app.db import Database
 from app.errors import AuthenticationFailed, InsufficientBalance, MonthlyQuotaExceeded
-from app.money import units_to_usd
-from app.sqlite_writer import SqliteWriter
+from app.money import sqlite_store as fast
+from app.money.units import units_to_usd
+from app.money.writer import SqliteWriter
 from app.tables import api_keys, holds, instances, ledger, usage
 
 
@@ -93,7 +93,7 @@ def _refusal(amount: int, available: int | None) -> Exception:
 
 class Ledger:
     """Money operations. On SQLite, reserve/settle/release go through the group-commit writer thread
-    (``app.ledger_sqlite``, same SQL); everywhere else, and for the rare operations, SQLAlchemy."""
+    (``app.money.sqlite_store``, same SQL); everywhere else, and for the rare operations, SQLAlchemy."""
 
     def __init__(self, db: Database, *, owner: str, hold_ttl: float, writer: SqliteWriter | None = None) -> None:
         self._db = db

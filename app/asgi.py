@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.anthropic.frontend import AnthropicMessages, Signer
-from app.deps import api_key_of, peer_ip
+from app.dialects.anthropic.dialect import AnthropicMessages, Signer
 from app.error_response import error_response
 from app.errors import GatewayError, InternalError
+from app.inbound import api_key_of, peer_ip
 from app.pipeline import Call, Frontend, handle_chat
-from app.routes.openai import OPENAI_CHAT
+from app.routes.models import OPENAI_CHAT
 
 if TYPE_CHECKING:
-    from app.gateway import Gateway
+    from app.services import Gateway
 
 log = logging.getLogger("seedgate")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from app.anthropic.errors import error_body, error_type_for_status
+from app.dialects.anthropic.errors import error_body, error_type_for_status
 
 __all__ = [
     "chat_to_message",

@@ -10,9 +10,9 @@ from starlette.datastructures import Headers
 
 from app.clientip import client_ip
 from app.errors import AuthenticationFailed
-from app.gateway import Gateway
 from app.keys import hmac_equal
 from app.pipeline import Call
+from app.services import Gateway
 
 
 async def get_gateway(request: Request) -> Gateway:  # async: a sync dependency costs a thread hop

@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 
-from app.anthropic.errors import AnthropicRequestError, anthropic_status_for_upstream, error_type_for_status
-from app.anthropic.request import messages_to_chat
-from app.anthropic.response import chat_to_message
-from app.anthropic.stream import MessageStreamTranslator
 from app.chat_request import ChatRequest, model_of, parse_chat_request
+from app.dialects.anthropic.errors import AnthropicRequestError, anthropic_status_for_upstream, error_type_for_status
+from app.dialects.anthropic.request import messages_to_chat
+from app.dialects.anthropic.response import chat_to_message
+from app.dialects.anthropic.stream import MessageStreamTranslator
 from app.errors import GatewayError, InvalidRequest
 from app.ticket import Ticket
 

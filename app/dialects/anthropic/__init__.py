@@ -7,11 +7,16 @@ tokens.py    local input-token estimate for count_tokens
 errors.py    AnthropicRequestError and the Anthropic error envelope
 """
 
-from app.anthropic.errors import AnthropicRequestError, anthropic_status_for_upstream, error_body, error_type_for_status
-from app.anthropic.request import messages_to_chat
-from app.anthropic.response import chat_to_message, stop_reason_for, usage_to_anthropic
-from app.anthropic.stream import MessageStreamTranslator
-from app.anthropic.tokens import estimate_input_tokens
+from app.dialects.anthropic.errors import (
+    AnthropicRequestError,
+    anthropic_status_for_upstream,
+    error_body,
+    error_type_for_status,
+)
+from app.dialects.anthropic.request import messages_to_chat
+from app.dialects.anthropic.response import chat_to_message, stop_reason_for, usage_to_anthropic
+from app.dialects.anthropic.stream import MessageStreamTranslator
+from app.dialects.anthropic.tokens import estimate_input_tokens
 
 __all__ = [
     "AnthropicRequestError",

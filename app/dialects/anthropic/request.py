@@ -1,7 +1,7 @@
 """Anthropic ``MessageCreateParams`` -> OpenAI Chat Completions request body (PROTOCOL.md 3.2, 3.7).
 
 ``messages_to_chat`` validates and maps the top-level fields; the ``messages`` array is handled by
-``app.anthropic.messages``. Field rules:
+``app.dialects.anthropic.messages``. Field rules:
 
     system + role:"system" messages   one leading system message, texts joined with "\\n\\n"
     max_tokens (required, > 0)         max_completion_tokens (the caller clamps it to the model limit)
@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.anthropic.errors import AnthropicRequestError
-from app.anthropic.messages import convert_messages, invalid, text_block
+from app.dialects.anthropic.errors import AnthropicRequestError
+from app.dialects.anthropic.messages import convert_messages, invalid, text_block
 
 _THINKING = {"enabled": "enabled", "disabled": "disabled", "adaptive": "auto"}
 _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from app.anthropic import MessageStreamTranslator
+from app.dialects.anthropic import MessageStreamTranslator
 from app.sse import SSEDecoder
 
 

@@ -2,7 +2,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.money import (
+from app.money.units import (
     MAX_BALANCE_UNITS,
     UNITS_PER_USD,
     MoneyError,

@@ -1,6 +1,6 @@
-"""The hot money operations as plain SQL for the SQLite writer thread (``app.sqlite_writer``).
+"""The hot money operations as plain SQL for the SQLite writer thread (``app.money.writer``).
 
-These are the same conditional statements as the portable SQLAlchemy versions in ``app.billing``
+These are the same conditional statements as the portable SQLAlchemy versions in ``app.money.ledger``
 (which serve Postgres and are the reference): reserve = one guarded UPDATE + the hold row; settle =
 the ``held -> settled`` flip, then release + charge + ledger row + usage row; release = the
 ``held -> released`` flip + give back. Timestamps are written in SQLAlchemy's SQLite format so both
@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from app.billing import Hold, UsageRecord
+    from app.money.ledger import Hold, UsageRecord
 
 _RESERVE = """
 UPDATE api_keys

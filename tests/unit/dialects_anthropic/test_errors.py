@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.anthropic import anthropic_status_for_upstream, error_body, error_type_for_status
+from app.dialects.anthropic import anthropic_status_for_upstream, error_body, error_type_for_status
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.anthropic import messages_to_chat
+from app.dialects.anthropic import messages_to_chat
 
 
 def body(**fields: Any) -> dict[str, Any]:

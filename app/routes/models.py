@@ -10,10 +10,10 @@ from starlette.responses import Response
 
 from app.catalog import CatalogModel
 from app.chat_request import ChatRequest, model_of, parse_chat_request
-from app.deps import CallDep, GatewayDep
+from app.dialects.openai_chat import OpenAIDialect
 from app.errors import ModelNotFound
+from app.inbound import CallDep, GatewayDep
 from app.json import json_response
-from app.openai_dialect import OpenAIDialect
 from app.pipeline import authenticate, check_ip
 from app.relay import Dialect
 from app.ticket import Ticket
@@ -37,7 +37,7 @@ class OpenAIChat:
         return OpenAIDialect(include_usage=request.include_usage)
 
 
-OPENAI_CHAT = OpenAIChat()  # served by app.hotpath for POST /v1/chat/completions
+OPENAI_CHAT = OpenAIChat()  # served by app.asgi for POST /v1/chat/completions
 
 
 def model_card(model: CatalogModel, *, anthropic: bool) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from app.anthropic.response import stop_reason_for, synthetic_tool_id, usage_to_anthropic
-from app.anthropic.tokens import estimate_tokens_from_counts
+from app.dialects.anthropic.response import stop_reason_for, synthetic_tool_id, usage_to_anthropic
+from app.dialects.anthropic.tokens import estimate_tokens_from_counts
 
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.anthropic import chat_to_message, stop_reason_for, usage_to_anthropic
+from app.dialects.anthropic import chat_to_message, stop_reason_for, usage_to_anthropic
 
 
 def sign(text: str) -> str:

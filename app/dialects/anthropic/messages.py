@@ -31,7 +31,7 @@ from typing import Any
 
 import orjson
 
-from app.anthropic.errors import AnthropicRequestError
+from app.dialects.anthropic.errors import AnthropicRequestError
 
 _USER_ONLY = frozenset({"image", "document", "tool_result"})
 _ASSISTANT_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking"})

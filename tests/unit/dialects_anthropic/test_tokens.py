@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from app.anthropic.tokens import IMAGE_TOKENS, estimate_input_tokens, estimate_text_tokens
+from app.dialects.anthropic.tokens import IMAGE_TOKENS, estimate_input_tokens, estimate_text_tokens
 
 
 def base() -> dict[str, Any]:

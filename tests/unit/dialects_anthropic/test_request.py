@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.anthropic import AnthropicRequestError, messages_to_chat
+from app.dialects.anthropic import AnthropicRequestError, messages_to_chat
 
 
 def body(**fields: Any) -> dict[str, Any]:
