@@ -206,7 +206,7 @@ async def topup_key(db: Database, ledger_: Ledger, key_id: str, spec: TopUp) -> 
 
 
 async def ledger_totals(db: Database) -> dict[str, int]:
-    """Sums for the ledger invariant: topups == available + held + charges."""
+    """Sums for the ledger invariant: topups == available + held + charges (adjustments included)."""
     async with db.read() as conn:
         keys_row = (
             await conn.execute(
@@ -225,5 +225,6 @@ async def ledger_totals(db: Database) -> dict[str, int]:
         "held": int(keys_row[1]),
         "spent": int(keys_row[2]),
         "topups": int(kinds.get("topup", 0)),
-        "charges": int(kinds.get("charge", 0)),
+        # late settlements after recovery post signed adjustments: they are charges too
+        "charges": int(kinds.get("charge", 0)) + int(kinds.get("adjustment", 0)),
     }

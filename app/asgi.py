@@ -1,76 +1,109 @@
-"""The two hot endpoints, served straight from ASGI; everything else goes to FastAPI.
+"""The ASGI entry: request context, the billed endpoints served straight from ASGI, FastAPI behind.
 
-``POST /v1/chat/completions`` and ``POST /v1/messages`` are every billed request. Under FastAPI
-they paid ~0.25 ms of CPU each for routing, dependency solving and five middleware layers (measured
-with py-spy: a quarter of the gateway's time). Here the route does what a thin FastAPI route did --
-read the request, call ``pipeline.handle_chat`` once, render its answer or its ``GatewayError`` -- and
-nothing else. The request flow itself is unchanged and lives in ``app.pipeline``.
+    RequestContext     every HTTP request: an id, the body size cap (413) and read deadline (408),
+                       one access log line when it ends (``app.logs``)
+    BilledEndpoints    POST of a path with a ``Dialect`` (``Services.dialects``) -> ``pipeline.handle``;
+                       anything else -> FastAPI (admin, models, probes, count_tokens)
+
+The billed endpoints bypass FastAPI because its routing, dependency solving and middleware cost
+~0.25 ms of CPU per request (measured with py-spy: a quarter of the gateway's time). They build the
+same ``Inbound`` as the FastAPI routes and leave through the same ``errors.render``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
-from typing import TYPE_CHECKING
 
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.dialects.anthropic.dialect import AnthropicMessages, Signer
-from app.error_response import error_response
-from app.errors import GatewayError, InternalError
-from app.inbound import api_key_of, peer_ip
-from app.pipeline import Call, Frontend, handle_chat
-from app.routes.models import OPENAI_CHAT
-
-if TYPE_CHECKING:
-    from app.services import Gateway
+from app import pipeline
+from app.errors import GatewayError, InternalError, PayloadTooLarge, RequestTimeout, render
+from app.inbound import AccessRecord, Inbound
+from app.logs import log_access
+from app.services import Services
 
 log = logging.getLogger("seedgate")
+_ids = random.Random()  # noqa: S311 -- request ids need uniqueness, not secrecy
 
 
-async def read_body(receive: Receive) -> bytes:
-    chunks = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
-
-
-class HotPaths:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app  # FastAPI: every other route, the lifespan, the docs
-        self._anthropic: AnthropicMessages | None = None
-
-    def _frontend(self, path: str, gateway: Gateway) -> Frontend | None:
-        if path == "/v1/chat/completions":
-            return OPENAI_CHAT
-        if path == "/v1/messages":
-            if self._anthropic is None:
-                self._anthropic = AnthropicMessages(Signer(gateway.settings.admin.master_key.get_secret_value()))
-            return self._anthropic
-        return None
+class RequestContext:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_read_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.body_read_timeout = body_read_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gateway: Gateway | None = scope.get("state", {}).get("gateway") if scope["type"] == "http" else None
-        if gateway is None or scope["method"] != "POST" or (frontend := self._frontend(scope["path"], gateway)) is None:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id: str = scope["state"]["request_id"]
+        # unique, not secret: the PRNG spares a getrandom() syscall per request
+        request_id = f"req_{_ids.getrandbits(96):024x}"
+        record = AccessRecord(endpoint=scope["path"])
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["access"] = record
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.body_read_timeout
+        limit = self.max_body_bytes
+        received = 0
+        body_done = False
+        status = 0
+
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeout(f"The request body did not arrive within {self.body_read_timeout:g} s.") from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
+                body_done = not message.get("more_body", False)
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
         try:
-            headers = Headers(scope=scope)
-            body = await read_body(receive)
-            ip = peer_ip(scope.get("client"), headers, gateway)
-            call = Call(request_id, ip, api_key_of(headers), body, time.perf_counter())
-            response = await handle_chat(gateway, call, frontend)
+            await self.app(scope, guarded_receive, watched_send)
+        finally:
+            client = state.get("client_ip") or (scope.get("client") or ("-",))[0]
+            log_access(request_id, scope["method"], status, record, client, started)
+
+
+class BilledEndpoints:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app  # FastAPI: every other route, the lifespan, the docs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services | None = scope.get("state", {}).get("services") if scope["type"] == "http" else None
+        dialect = services.dialects.get(scope["path"]) if services is not None and scope["method"] == "POST" else None
+        if services is None or dialect is None:
+            await self.app(scope, receive, send)
+            return
+        settings = services.settings.server
+        inbound = Inbound.of(scope, receive, trusted=services.trusted, max_body_bytes=settings.max_body_bytes)
+        scope["state"]["client_ip"] = inbound.client_ip
+        inbound.record.endpoint = dialect.endpoint
+        try:
+            response = await pipeline.handle(services, inbound, dialect)
         except GatewayError as error:
-            response = error_response(error, anthropic=frontend is not OPENAI_CHAT, request_id=request_id)
+            inbound.record.error_code = error.code
+            response = render(error, envelope=dialect.envelope, request_id=inbound.request_id)
         except Exception:
             log.exception("unhandled error on POST %s", scope["path"])
+            inbound.record.error_code = InternalError.default_code
             internal = InternalError("The gateway hit an internal error; it has been logged.")
-            response = error_response(internal, anthropic=frontend is not OPENAI_CHAT, request_id=request_id)
+            response = render(internal, envelope=dialect.envelope, request_id=inbound.request_id)
         await response(scope, receive, send)

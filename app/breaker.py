@@ -18,7 +18,7 @@ from typing import Any
 RECENT = 100  # outcomes kept per target for the error rate
 
 
-class Health:
+class Breaker:
     def __init__(self, key: str, *, failures: int, cooldown: float, clock: Callable[[], float]) -> None:
         self.key = key
         self._threshold = failures
@@ -81,12 +81,12 @@ class Breakers:
         self._failures = failures
         self._cooldown = cooldown
         self._clock = clock
-        self._health: dict[str, Health] = {}
+        self._health: dict[str, Breaker] = {}
 
-    def __getitem__(self, key: str) -> Health:
+    def __getitem__(self, key: str) -> Breaker:
         health = self._health.get(key)
         if health is None:
-            health = Health(key, failures=self._failures, cooldown=self._cooldown, clock=self._clock)
+            health = Breaker(key, failures=self._failures, cooldown=self._cooldown, clock=self._clock)
             self._health[key] = health
         return health
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.errors import ModelNotAllowed, ModelNotFound
 from app.money.units import price_per_token
 from app.settings import ModelSettings, Settings
 
@@ -113,4 +114,13 @@ class Catalog:
         model = self._exact.get(name)
         if model is None:
             model = self._normal.get(normalise(name))
+        return model
+
+    def for_key(self, name: str, allowed: frozenset[str] | None) -> CatalogModel:
+        """The model ``name`` resolves to, if a key allowed ``allowed`` models may use it: else 404 or 403."""
+        model = self.resolve(name)
+        if model is None:
+            raise ModelNotFound(name)
+        if allowed is not None and model.id not in allowed:
+            raise ModelNotAllowed(f"This API key may not use the model '{model.id}'.", param="model")
         return model

@@ -129,7 +129,7 @@ def _keys_command(args: argparse.Namespace, settings: Settings) -> int:
             store = KeyStore(db, cache_ttl=0)
             result = await accounts.update_key(db, catalog, store, args.key_id, KeyUpdate(**fields))
         else:  # topup
-            ledger = Ledger(db, owner="cli", hold_ttl=settings.billing.hold_ttl_seconds)
+            ledger = Ledger(db, owner="cli", lease_seconds=settings.billing.hold_ttl_seconds)
             result = await accounts.topup_key(db, ledger, args.key_id, TopUp(amount_usd=args.amount))
         if result is None:
             print(f"seedgate: no such key (or already revoked): {args.key_id}", file=sys.stderr)

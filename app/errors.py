@@ -7,6 +7,7 @@
     ├── ModelNotAllowed               403     permission_error        model_not_allowed
     ├── NotFound                      404     invalid_request_error   not_found
     │   └── ModelNotFound             404     invalid_request_error   model_not_found (param "model")
+    ├── RequestTimeout                408     invalid_request_error   request_timeout (body too slow)
     ├── PayloadTooLarge               413     invalid_request_error   request_too_large
     ├── RateLimited                   429     rate_limit_error        rate_limit_exceeded (+ Retry-After)
     ├── MonthlyQuotaExceeded          429     insufficient_quota      monthly_quota_exceeded (x-should-retry: false)
@@ -16,15 +17,27 @@
     ├── ServiceUnavailable            503     service_unavailable     service_unavailable
     └── UpstreamTimeout               504     timeout_error           upstream_timeout
 
-Every error leaves in the envelope of the API the client speaks: OpenAI's
+Every error leaves through ``render``, in the envelope of the API the client speaks: OpenAI's
 ``{"error": {"message", "type", "param", "code"}}`` (all four keys, plus ``fallback_suggestion`` when
 there is one) or Anthropic's ``{"type": "error", "error": {"type", "message"}, "request_id"}``.
 Messages are written by the gateway; upstream bodies are never copied into them.
+
+An Anthropic client sees Anthropic's statuses and types (``anthropic_status``, ``anthropic_error_type``):
+
+    400 invalid_request_error     401 authentication_error   402 billing_error
+    403 permission_error          404 not_found_error        413 request_too_large
+    429 rate_limit_error          503, 529 -> 529 overloaded_error
+    504 timeout_error             other 5xx -> 500 api_error  other 4xx invalid_request_error
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
+
+import orjson
+from starlette.responses import Response
+
+Envelope = Literal["openai", "anthropic"]
 
 
 class GatewayError(Exception):
@@ -97,6 +110,12 @@ class ModelNotFound(NotFound):
         )
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     type = "invalid_request_error"
@@ -150,3 +169,56 @@ class UpstreamTimeout(GatewayError):
     status = 504
     type = "timeout_error"
     default_code = "upstream_timeout"
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_status(status: int) -> int:
+    """The status a Claude client gets for one of the gateway's."""
+    if status in (503, 529):
+        return 529
+    if status >= 500 and status != 504:
+        return 500
+    return status
+
+
+def anthropic_error_type(status: int) -> str:
+    status = anthropic_status(status)
+    return _ANTHROPIC_TYPES.get(status) or ("api_error" if status >= 500 else "invalid_request_error")
+
+
+def anthropic_error_body(status: int, message: str, request_id: str | None) -> dict[str, Any]:
+    return {
+        "type": "error",
+        "error": {"type": anthropic_error_type(status), "message": message},
+        "request_id": request_id,
+    }
+
+
+def envelope_for(path: str, *, anthropic_version: bool) -> Envelope:
+    """Which API a request speaks, for the routes that serve both (``/v1/models``)."""
+    if path.startswith("/v1/messages") or (path.startswith("/v1/models") and anthropic_version):
+        return "anthropic"
+    return "openai"
+
+
+def render(error: GatewayError, *, envelope: Envelope, request_id: str | None) -> Response:
+    """THE error response: every refusal of every route leaves through here."""
+    headers = {**error.headers}
+    if request_id:
+        headers["x-request-id"] = request_id
+    if envelope == "anthropic":
+        body = anthropic_error_body(error.status, error.message, request_id)
+        return Response(orjson.dumps(body), anthropic_status(error.status), headers, media_type="application/json")
+    return Response(orjson.dumps(error.openai_body()), error.status, headers, media_type="application/json")

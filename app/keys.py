@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from app.db import Database
+from app.errors import AuthenticationFailed
 from app.tables import api_keys
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -165,3 +166,17 @@ class KeyStore:
 def hmac_equal(given: str, expected: str) -> bool:
     """Constant-time comparison of two secrets of any content."""
     return secrets.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+async def authenticate(store: KeyStore, raw: str | None) -> KeyRecord:
+    """The key a request presents, or 401: missing, unknown, revoked or expired."""
+    if not raw:
+        raise AuthenticationFailed("Missing API key. Send 'Authorization: Bearer sk-...' or 'x-api-key: sk-...'.")
+    key = await store.lookup(raw)
+    if key is None:
+        raise AuthenticationFailed("Invalid API key.")
+    if key.revoked:
+        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
+    if key.expired(datetime.now(UTC)):
+        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+    return key

@@ -1,7 +1,12 @@
-"""Logging with one redaction filter on every sink.
+"""Logging: one redaction filter on every sink, text or JSON lines, and the access line.
 
 The filter scrubs ``Authorization``/``Bearer`` values, anything shaped like an ``sk-`` key and every
 configured secret (master key, upstream keys) from the final message, whatever logger produced it.
+
+``log_access`` writes one line per HTTP request, accepted or refused, on the ``seedgate.access``
+logger: request id, method, path, status, error code, endpoint, model, key id (never the key), client
+address, latency, and for billed requests tokens and cost. With ``logging.format: json`` every line is
+a JSON object and the access fields are its keys.
 """
 
 from __future__ import annotations
@@ -9,7 +14,15 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from app.inbound import AccessRecord
 
 # the value after x-api-key may be quoted, as in a logged dict or JSON of headers
 _PATTERNS = re.compile(
@@ -39,9 +52,54 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str, secrets: Iterable[str] = ()) -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, plus the access fields if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "access", None)
+        if isinstance(fields, dict):
+            line.update(fields)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return orjson.dumps(line).decode()
+
+
+access_log = logging.getLogger("seedgate.access")
+
+
+def log_access(request_id: str, method: str, status: int, record: AccessRecord, client: str, started: float) -> None:
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "method": method,
+        "path": record.endpoint if record.endpoint.startswith("/") else None,
+        "endpoint": None if record.endpoint.startswith("/") else record.endpoint,
+        "status": status,
+        "code": record.error_code,
+        "model": record.model,
+        "key_id": record.key_id,
+        "client": client,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    if record.cost or record.prompt_tokens or record.completion_tokens:
+        fields |= {"prompt_tokens": record.prompt_tokens, "completion_tokens": record.completion_tokens}
+        fields["cost_units"] = record.cost
+    text = " ".join(f"{name}={value}" for name, value in fields.items() if value is not None)
+    access_log.info("%s", text, extra={"access": fields})
+
+
+def configure_logging(level: str, secrets: Iterable[str] = (), *, json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if json else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
@@ -14,49 +13,18 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
-from app.asgi import HotPaths
-from app.error_response import error_response, wants_anthropic
-from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, PayloadTooLarge
+from app.asgi import BilledEndpoints, RequestContext
+from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
 from app.fake_upstream import FakeUpstream
 from app.routes import admin, anthropic, health, models
-from app.services import Gateway
+from app.services import Services, TransportFactory
 from app.settings import Settings
 
 log = logging.getLogger("seedgate")
 
 SETTLE_WAIT_SECONDS = 15.0
-_ids = random.Random()  # noqa: S311 -- request ids need uniqueness, not secrecy
-
-
-class RequestContext:
-    """Pure ASGI middleware: a request id for every request, and the body size cap on received bytes."""
-
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
-        self.app = app
-        self.max_body_bytes = max_body_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        # unique, not secret: the PRNG spares a getrandom() syscall per request
-        request_id = f"req_{_ids.getrandbits(96):024x}"
-        scope.setdefault("state", {})["request_id"] = request_id
-        limit = self.max_body_bytes
-        received = 0
-
-        async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise PayloadTooLarge(f"The request body exceeds {limit} bytes.")
-            return message
-
-        await self.app(scope, counted_receive, send)
 
 
 @asynccontextmanager
@@ -71,13 +39,15 @@ async def demo_upstream(settings: Settings) -> AsyncIterator[Settings]:
 
 
 def render_error(request: Request, error: GatewayError) -> Response:
-    anthropic = wants_anthropic(request.url.path, "anthropic-version" in request.headers)
-    return error_response(error, anthropic=anthropic, request_id=getattr(request.state, "request_id", None))
+    record = getattr(request.state, "access", None)
+    if record is not None:
+        record.error_code = error.code
+    envelope = envelope_for(request.url.path, anthropic_version="anthropic-version" in request.headers)
+    return render(error, envelope=envelope, request_id=getattr(request.state, "request_id", None))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
-    exc = cast(GatewayError, exc)
-    return render_error(request, exc)
+    return render_error(request, cast(GatewayError, exc))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
@@ -102,8 +72,11 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return render_error(request, InternalError("The gateway hit an internal error; it has been logged."))
 
 
-def create_app(settings: Settings, *, demo: bool = False) -> ASGIApp:
-    """``RequestContext`` -> ``HotPaths`` (the two billed endpoints) -> FastAPI (everything else)."""
+def create_app(settings: Settings, *, demo: bool = False, transport: TransportFactory | None = None) -> ASGIApp:
+    """``RequestContext`` -> ``BilledEndpoints`` -> FastAPI (everything else); see ``app.asgi``.
+
+    ``transport`` replaces the upstream HTTP client (tests run the whole flow in-process with it).
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -111,14 +84,14 @@ def create_app(settings: Settings, *, demo: bool = False) -> ASGIApp:
             effective = settings
             if demo:
                 effective = await stack.enter_async_context(demo_upstream(settings))
-            gateway = await Gateway.start(effective)
-            app.state.gateway = gateway
+            services = await Services.start(effective, transport=transport)
+            app.state.services = services
             try:
-                yield {"gateway": gateway}
+                yield {"services": services}
             finally:
                 # uvicorn already gave open streams their grace; this waits for their settlements
-                await gateway.drain(SETTLE_WAIT_SECONDS)
-                await gateway.aclose()
+                await services.drain(SETTLE_WAIT_SECONDS)
+                await services.aclose()
 
     app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(health.router)
@@ -129,4 +102,7 @@ def create_app(settings: Settings, *, demo: bool = False) -> ASGIApp:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
-    return RequestContext(HotPaths(app), max_body_bytes=settings.server.max_body_bytes)
+    server = settings.server
+    return RequestContext(
+        BilledEndpoints(app), max_body_bytes=server.max_body_bytes, body_read_timeout=server.body_read_timeout_seconds
+    )

@@ -1,9 +1,14 @@
-"""An ASGI response that drives a ``Relay`` and always finishes it.
+"""The ASGI responses of billed requests: they send the answer, then always run its settlement.
 
 Starlette's ``StreamingResponse`` never ``aclose()``s its body iterator and skips ``background=`` when
-the client disconnects, so settlement cannot hang off either. Here the pump (relay -> ``send``) and a
-watcher (``receive`` -> ``http.disconnect``) run side by side; whichever ends first stops the other,
-and ``Relay.aclose`` runs in a shielded scope, so a cancelled request still settles.
+the client disconnects, so settlement cannot hang off either. Here:
+
+- ``AnswerResponse`` sends a whole JSON answer, then runs ``then`` (the pipeline's settlement) shielded
+  from cancellation, however the send ended.
+- ``RelayResponse`` runs the pump (relay -> ``send``) and a watcher (``receive`` -> ``http.disconnect``)
+  side by side; whichever ends first stops the other. A client that stops reading for
+  ``write_timeout`` seconds is cut (``client_stalled``); a cancelled response (shutdown grace over)
+  ends with the error event (``interrupted``). Then the relay closes and ``then`` runs, shielded.
 """
 
 from __future__ import annotations
@@ -21,55 +26,93 @@ from app.relay import Relay
 
 log = logging.getLogger("seedgate.stream")
 
+Then = Callable[[], Awaitable[None]]
+TAIL_WRITE_SECONDS = 1.0
+
+
+class AnswerResponse(Response):
+    def __init__(self, content: bytes, *, headers: dict[str, str], then: Then, write_timeout: float) -> None:
+        super().__init__(content, media_type="application/json", headers=headers)
+        self._then = then
+        self._write_timeout = write_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            async with asyncio.timeout(self._write_timeout):
+                await super().__call__(scope, receive, send)
+        except TimeoutError:
+            log.warning("a client stopped reading its answer; the connection is dropped")
+        finally:
+            await asyncio.shield(self._then())
+
 
 class RelayResponse(Response):
-    def __init__(self, relay: Relay, *, headers: dict[str, str], media_type: str = "text/event-stream") -> None:
+    def __init__(self, relay: Relay, *, headers: dict[str, str], then: Then, write_timeout: float) -> None:
         # Response.__init__ is skipped on purpose: it would add a content-length
         self.relay = relay
         self.status_code = 200
-        self.media_type = media_type
+        self.media_type = "text/event-stream"
         self.background = None
-        raw = {"content-type": media_type, "cache-control": "no-cache", "x-accel-buffering": "no", **headers}
+        self._then = then
+        self._write_timeout = write_timeout
+        raw = {"content-type": self.media_type, "cache-control": "no-cache", "x-accel-buffering": "no", **headers}
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.create_task(self._pump(send))
         watch = asyncio.create_task(self._watch(receive))
-        disconnected = interrupted = False
+        ended = None
         try:
             await asyncio.wait({pump, watch}, return_when=asyncio.FIRST_COMPLETED)
-            disconnected = watch.done() and not pump.done()
-            if pump.done() and not pump.cancelled() and pump.exception() is not None:
-                disconnected = isinstance(pump.exception(), OSError)
+            ended = self._why(pump, watch)
         except asyncio.CancelledError:
-            # the server cancels us when its shutdown grace ran out: end the stream properly
-            interrupted = True
+            ended = "interrupted"  # the server's shutdown grace ran out: end the stream properly
         finally:
             for task in (pump, watch):
                 task.cancel()
-            await asyncio.shield(self._cleanup(pump, watch, send, disconnected=disconnected, interrupted=interrupted))
+            await asyncio.shield(self._finish(pump, watch, send, ended))
         current = asyncio.current_task()
-        if interrupted and current is not None:
+        if ended == "interrupted" and current is not None:
             current.uncancel()
 
-    async def _cleanup(
-        self, pump: asyncio.Task[None], watch: asyncio.Task[None], send: Send, *, disconnected: bool, interrupted: bool
-    ) -> None:
-        results = await asyncio.gather(pump, watch, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception) and not isinstance(result, OSError):
+    @staticmethod
+    def _why(pump: asyncio.Task[None], watch: asyncio.Task[None]) -> str | None:
+        if not pump.done():
+            return "client_disconnected"
+        error = None if pump.cancelled() else pump.exception()
+        if isinstance(error, TimeoutError):
+            return "client_stalled"
+        if isinstance(error, OSError):
+            return "client_disconnected"
+        return None
+
+    async def _finish(self, pump: asyncio.Task[None], watch: asyncio.Task[None], send: Send, ended: str | None) -> None:
+        for result in await asyncio.gather(pump, watch, return_exceptions=True):
+            if isinstance(result, Exception) and not isinstance(result, OSError | TimeoutError):
                 log.error("stream relay failed", exc_info=result)
-        if interrupted:
-            tail = self.relay.interrupt(ServiceUnavailable("The gateway is shutting down; the answer was cut short."))
-            if tail:
-                with contextlib.suppress(Exception):
-                    await send({"type": "http.response.body", "body": tail, "more_body": False})
-        await self.relay.aclose(client_disconnected=disconnected)
+        try:
+            if ended == "interrupted":
+                tail = self.relay.stop(ended, ServiceUnavailable("The gateway is shutting down; the answer was cut."))
+                if tail:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(TAIL_WRITE_SECONDS):
+                            await send({"type": "http.response.body", "body": tail, "more_body": False})
+            elif ended is not None:
+                self.relay.stop(ended)
+            await self.relay.aclose()
+        finally:
+            await self._then()
 
     async def _pump(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async for chunk in self.relay:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        loop = asyncio.get_running_loop()
+        # one timer for the whole stream, armed only while a write is in progress
+        async with asyncio.timeout_at(loop.time() + self._write_timeout) as writing:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            writing.reschedule(None)
+            async for chunk in self.relay:
+                writing.reschedule(loop.time() + self._write_timeout)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                writing.reschedule(None)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
@@ -78,22 +121,3 @@ class RelayResponse(Response):
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-
-
-class SettleAfterResponse(Response):
-    """A JSON answer whose settlement runs right after its last byte is sent, whatever happens.
-
-    Settling first would add a database round trip to every answer's latency; the hold is already
-    durable, and the request's in-flight slot is held until ``settle`` returns (graceful shutdown
-    waits for it).
-    """
-
-    def __init__(self, content: bytes, *, headers: dict[str, str], settle: Callable[[], Awaitable[None]]) -> None:
-        super().__init__(content, media_type="application/json", headers=headers)
-        self._settle = settle
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await asyncio.shield(self._settle())

@@ -1,148 +1,176 @@
-"""THE request flow. Only this module knows the order of the steps:
+"""THE request flow of every billed request, top to bottom. Only this module knows the order:
 
-    per-IP limit -> auth -> resolve model + access -> validate -> per-key limits
-    -> reserve money -> upstream call -> relay (stream) or answer -> settle (or release) -> log
+    per-IP limit -> auth -> body -> model + access -> validate -> quote -> per-key limits
+    -> reserve money (an affordable hold if the worst case is too dear) -> upstream (failover)
+    -> whole answer, or relayed stream -> settle or release -> limits and in-flight slot given back
 
-Every step raises a ``GatewayError`` on refusal; the route's dialect renders it. Once money is
-reserved, the ``Ticket`` guarantees exactly one settle-or-release on every path. The last steps
-(answer or relay, then settle) are in ``app.answers``.
+Each step is one call into the module that owns its rule; a refusal is a ``GatewayError`` that
+``app.asgi`` renders in the dialect's envelope. From the reservation on, an ``Admission`` holds what
+the request took (money hold, concurrency slot, tokens/min estimate, in-flight slot), and
+``settle`` gives all of it back exactly once, on every path: answered, refused by the upstream,
+cut by either side, cancelled. Its ``outcome`` -- filled in by this module and by the relay --
+decides between charge and release (``app.money.rules.settlement``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from starlette.responses import Response
 
-from app.answers import answer, record_policy, start_stream
-from app.catalog import CatalogModel
+from app.catalog import CatalogModel, Target
 from app.chat_request import ChatRequest
+from app.dialects import Dialect, Reply
 from app.errors import (
     AuthenticationFailed,
+    GatewayError,
+    InsufficientBalance,
     InvalidRequest,
-    ModelNotAllowed,
-    ModelNotFound,
-    RateLimited,
+    MonthlyQuotaExceeded,
     ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
 )
-from app.keys import KeyRecord
-from app.limits import ratelimit_headers
-from app.money.tokens import estimate_prompt_tokens
-from app.relay import Dialect
-from app.services import Gateway
-from app.ticket import Plan, Ticket
-from app.upstream import (
-    UpstreamFailure,
-)
+from app.inbound import Inbound
+from app.keys import KeyRecord, authenticate
+from app.limits.checks import check_ip, limit_key, release_key
+from app.money import rules
+from app.money.ledger import utcnow
+from app.money.records import Hold, Refusal, UsageRow
+from app.money.tokens import TokenUsage, answer_output_tokens, estimate_prompt_tokens
+from app.money.units import units_to_usd
+from app.outbound import AnswerResponse, RelayResponse
+from app.relay import Relay, UpstreamEvents
+from app.services import Services
+from app.upstream import UpstreamFailure, UpstreamReadError, UpstreamReadTimeout, UpstreamResponse, classify_error
+from app.usage import record_policy_event
 
 log = logging.getLogger("seedgate.request")
 
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # a non-stream answer larger than this is refused as broken
+
 
 @dataclass(slots=True)
-class Call:
-    """What the route extracted from the HTTP request."""
+class Admission:
+    """What an admitted request holds until ``settle`` gives it back."""
 
-    request_id: str
-    client_ip: str
-    api_key: str | None
-    body: bytes
-    started: float
-
-
-class Frontend(Protocol):
-    """One client-facing API (OpenAI chat completions, Anthropic messages) over the same flow."""
-
+    inbound: Inbound
+    key: KeyRecord
+    model: CatalogModel
     endpoint: str
-
-    def model_name(self, body: Any) -> str: ...
-    def parse(self, body: Any) -> ChatRequest: ...
-    def render(self, chat: dict[str, Any], raw: bytes, ticket: Ticket) -> bytes: ...
-    def dialect(self, request: ChatRequest, ticket: Ticket) -> Dialect: ...
-
-
-async def check_ip(gw: Gateway, call: Call) -> None:
-    per_ip = gw.settings.limits.per_ip
-    decision = await gw.limiter.hit(f"ip:{call.client_ip}", limit=per_ip.requests, window_seconds=per_ip.window_seconds)
-    if not decision.allowed:
-        raise RateLimited(
-            "Too many requests from this address; slow down.",
-            headers=ratelimit_headers(decision),
-            fallback_suggestion=f"retry after {max(1, round(decision.retry_after))} seconds",
-        )
+    stream: bool
+    quote: rules.Quote
+    hold: Hold | None = None
+    target: Target | None = None
+    outcome: rules.Outcome = field(default_factory=rules.Outcome)
+    ended: bool = False
 
 
-async def authenticate(gw: Gateway, call: Call) -> KeyRecord:
-    if not call.api_key:
-        raise AuthenticationFailed("Missing API key. Send 'Authorization: Bearer sk-...' or 'x-api-key: sk-...'.")
-    key = await gw.keys.lookup(call.api_key)
-    if key is None:
-        raise AuthenticationFailed("Invalid API key.")
-    if key.revoked:
-        raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
-    if key.expired(datetime.now(UTC)):
-        raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
-    return key
+async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Response:
+    settings = services.settings
+    if services.lifecycle.draining:
+        raise ServiceUnavailable("The gateway is shutting down; retry on another instance.")
+    await check_ip(services.limiter, settings.limits.per_ip, inbound.client_ip)
+    key = await authenticate(services.keys, inbound.api_key)
+    inbound.record.key_id = key.id
+    body = parse_json(await inbound.body())
+    model = services.catalog.for_key(dialect.model_name(body), key.models)
+    inbound.record.model = model.id
+    request = dialect.parse(body)
+    inbound.record.stream = request.stream
+    prompt_tokens = estimate_prompt_tokens(request.body["messages"], request.body.get("tools"))
+    quote = rules.quote(
+        model,
+        prompt_tokens=prompt_tokens,
+        requested_output=request.max_output_tokens,
+        n=request.n,
+        margin=settings.billing.prompt_margin,
+    )
+    deadline = asyncio.get_running_loop().time() + total_timeout(services, model)
+    slot_ttl = total_timeout(services, model) + settings.server.shutdown_grace_seconds + 60
+    headers = await limit_key(
+        services.limiter, key, settings.limits.key_defaults, prompt_tokens=quote.prompt_tokens, slot_ttl=slot_ttl
+    )
+    headers["x-request-id"] = inbound.request_id
+    services.lifecycle.enter()
+    admission = Admission(inbound, key, model, dialect.endpoint, request.stream, quote)
+    try:
+        await reserve(services, admission)
+        if admission.quote.capped_from is not None:
+            headers["x-seedgate-max-tokens-capped"] = str(admission.quote.max_output_tokens)
+        admission.outcome.sent = True
+        upstream_request = upstream_body(request, admission.quote)
+        admission.target, response, attempts = await services.router.open(model, upstream_request, deadline=deadline)
+        if attempts > 1:
+            headers["x-seedgate-attempts"] = str(attempts)
+        if request.stream:
+            return await relay_stream(services, admission, dialect, request, response, headers, deadline)
+        return await whole_answer(services, admission, dialect, response, headers, deadline)
+    except UpstreamFailure as failure:
+        if failure.policy:
+            await record_policy(services, admission, failure.upstream_code)
+        admission.outcome.status = f"upstream_{failure.upstream_status or failure.error.status}"
+        admission.outcome.consumed = failure.accepted
+        await asyncio.shield(settle(services, admission))
+        raise failure.error from None
+    except BaseException:
+        if admission.outcome.status == "ok":
+            admission.outcome.status = "failed"
+        await asyncio.shield(settle(services, admission))
+        raise
 
 
-def resolve_model(gw: Gateway, name: str, key: KeyRecord) -> CatalogModel:
-    model = gw.catalog.resolve(name)
-    if model is None:
-        raise ModelNotFound(name)
-    if key.models is not None and model.id not in key.models:
-        raise ModelNotAllowed(f"This API key may not use the model '{model.id}'.", param="model")
-    return model
+async def reserve(services: Services, admission: Admission) -> None:
+    """Reserve the quote's worst case; if the key cannot cover it, an affordable smaller one; else refuse."""
+    min_output = services.settings.billing.min_affordable_output_tokens
+    refusal = await services.ledger.reserve(hold_for(admission))
+    if refusal is not None and refusal.reason != "key":
+        capped = rules.affordable(admission.quote, refusal.room, min_output_tokens=min_output)
+        if capped is not None:
+            admission.quote = capped
+            refusal = await services.ledger.reserve(hold_for(admission))
+    if refusal is not None:
+        raise refused(refusal, admission.quote, min_output)
+    admission.hold = hold_for(admission)
+    services.leases.add(admission.inbound.request_id, admission.outcome, utcnow())
 
 
-def plan_request(gw: Gateway, model: CatalogModel, request: ChatRequest) -> Plan:
-    prompt = min(estimate_prompt_tokens(request.body["messages"], request.body.get("tools")), model.context_window)
-    max_output = min(request.max_output_tokens or model.max_output_tokens, model.max_output_tokens)
-    margin = 1 + gw.settings.billing.prompt_margin
-    prices = model.prices
-    prompt_cost = prompt * max(prices.input, prices.cached_input)
-    hold = int(prompt_cost * margin) + max_output * request.n * prices.output
-    return Plan(prompt_tokens=prompt, max_output_tokens=max_output, hold_amount=hold, prompt_cost=prompt_cost)
+def hold_for(admission: Admission) -> Hold:
+    quote = admission.quote
+    return Hold(
+        request_id=admission.inbound.request_id,
+        key_id=admission.key.id,
+        model=admission.model.id,
+        amount=quote.hold,
+        prompt_tokens_estimate=quote.prompt_tokens,
+        prompt_cost_estimate=quote.prompt_cost,
+        output_price=quote.output_price,
+    )
 
 
-async def limit_key(gw: Gateway, key: KeyRecord, plan: Plan) -> tuple[str, dict[str, str]]:
-    """Per-key requests/min, tokens/min and concurrency; returns the concurrency bucket and headers."""
-    defaults = gw.settings.limits.key_defaults
-    tpm_limit = key.tpm or defaults.tpm
-    if plan.prompt_tokens > tpm_limit:
-        # it can never fit: tell the SDKs not to retry, and spend none of the key's request budget
-        raise RateLimited(
-            f"This request (~{plan.prompt_tokens} prompt tokens) exceeds the key's limit of {tpm_limit} tokens "
-            "per minute.",
-            code="request_exceeds_tpm",
-            headers={"x-should-retry": "false"},
-        )
-    rpm = await gw.limiter.hit(f"rpm:{key.id}", limit=key.rpm or defaults.rpm, window_seconds=60)
-    if not rpm.allowed:
-        raise RateLimited("This key's requests-per-minute limit is reached.", headers=ratelimit_headers(rpm))
-    tpm = await gw.limiter.hit(f"tpm:{key.id}", limit=tpm_limit, window_seconds=60, cost=plan.prompt_tokens)
-    if not tpm.allowed:
-        raise RateLimited("This key's tokens-per-minute limit is reached.", headers=ratelimit_headers(tpm))
-    bucket = f"conc:{key.id}"
-    limit = key.max_concurrent or defaults.max_concurrent
-    if not await gw.limiter.acquire(bucket, limit=limit, ttl_seconds=gw.settings.billing.hold_ttl_seconds):
-        raise RateLimited(f"This key already has {limit} requests running.", headers={"retry-after": "1"})
-    headers = {
-        "x-ratelimit-limit-requests": str(rpm.limit),
-        "x-ratelimit-remaining-requests": str(rpm.remaining),
-        "x-ratelimit-limit-tokens": str(tpm.limit),
-        "x-ratelimit-remaining-tokens": str(tpm.remaining),
-    }
-    return bucket, headers
+def refused(refusal: Refusal, quote: rules.Quote, min_output: int) -> GatewayError:
+    if refusal.reason == "key":
+        return AuthenticationFailed("Invalid API key.")
+    if refusal.reason == "quota":
+        return MonthlyQuotaExceeded()
+    smallest = rules.smallest_workable_balance(quote, min_output_tokens=min_output)
+    return InsufficientBalance(
+        f"Insufficient balance: this request needs at least ${units_to_usd(smallest)} available "
+        f"(up to ${units_to_usd(quote.hold)} for its full max_tokens) and the key has "
+        f"${units_to_usd(refusal.available)}. Top up or lower max_tokens.",
+        fallback_suggestion="top up the balance or lower max_tokens",
+    )
 
 
-def upstream_body(request: ChatRequest, model: CatalogModel, plan: Plan) -> dict[str, Any]:
+def upstream_body(request: ChatRequest, quote: rules.Quote) -> dict[str, Any]:
     body = dict(request.body)  # "model" is set per target by the router
     # max_completion_tokens bounds answer AND reasoning on Ark, so the hold is a true worst case
-    body["max_completion_tokens"] = plan.max_output_tokens
+    body["max_completion_tokens"] = quote.max_output_tokens
     if request.n != 1:
         body["n"] = request.n
     if request.stream:
@@ -151,45 +179,138 @@ def upstream_body(request: ChatRequest, model: CatalogModel, plan: Plan) -> dict
     return body
 
 
-async def handle_chat(gw: Gateway, call: Call, frontend: Frontend) -> Response:
-    if gw.lifecycle.draining:
-        raise ServiceUnavailable("The gateway is shutting down; retry on another instance.")
-    await check_ip(gw, call)
-    key = await authenticate(gw, call)
-    body = parse_json(call.body)
-    model = resolve_model(gw, frontend.model_name(body), key)
-    request = frontend.parse(body)
-    plan = plan_request(gw, model, request)
-    bucket, headers = await limit_key(gw, key, plan)
-    gw.lifecycle.enter()
-    ticket = Ticket(gw, call.request_id, key, model, plan, frontend.endpoint, request.stream, call.started)
-    ticket.concurrency_bucket = bucket
-    headers["x-request-id"] = call.request_id
+async def whole_answer(
+    services: Services,
+    admission: Admission,
+    dialect: Dialect,
+    response: UpstreamResponse,
+    headers: dict[str, str],
+    deadline: float,
+) -> Response:
+    """Read the whole upstream answer (bounded), render it, send it, then settle."""
+    outcome = admission.outcome
+    outcome.consumed = True  # the upstream answered: it bills the operator whatever happens next
     try:
-        ticket.hold = await gw.ledger.reserve(
-            key_id=key.id,
-            request_id=call.request_id,
-            model=model.id,
-            amount=plan.hold_amount,
-            prompt_tokens_estimate=plan.prompt_tokens,
-            prompt_cost_estimate=plan.prompt_cost,
-        )
-        deadline = asyncio.get_running_loop().time() + total_timeout(gw, model)
-        body = upstream_body(request, model, plan)
-        ticket.target, response, attempts = await gw.router.open(model, lambda _target: body, deadline=deadline)
-        if attempts > 1:
-            headers["x-seedgate-attempts"] = str(attempts)
-        if request.stream:
-            return await start_stream(ticket, response, frontend.dialect(request, ticket), headers, deadline)
-        return await answer(ticket, response, frontend, headers, deadline)
-    except UpstreamFailure as failure:
-        if failure.policy:
-            await record_policy(gw, ticket, failure.upstream_code)
-        await asyncio.shield(ticket.abort(f"upstream {failure.upstream_status or failure.error.status}"))
-        raise failure.error from None
-    except BaseException as exc:
-        await asyncio.shield(ticket.abort(type(exc).__name__))
+        async with asyncio.timeout_at(deadline):
+            raw = await read_bounded(response, MAX_ANSWER_BYTES)
+    except (TimeoutError, UpstreamReadTimeout):
+        outcome.status = "upstream_timeout"
+        raise UpstreamTimeout("The upstream service timed out.") from None
+    except UpstreamReadError:
+        outcome.status = "upstream_error"
+        raise UpstreamError("The upstream connection broke while reading the answer.") from None
+    finally:
+        await response.aclose()
+    answer = parse_answer(admission, raw)
+    outcome.usage = TokenUsage.from_openai(answer.get("usage"))
+    outcome.output_tokens = answer_output_tokens(answer["choices"])
+    outcome.complete = True
+    body = dialect.render(answer, raw, reply_for(admission))
+    policy = policy_hit(answer)
+
+    async def then() -> None:
+        await settle(services, admission)
+        if policy:
+            await record_policy(services, admission, "content_filter")
+
+    # the client gets its answer first; the settlement follows in the same task, shielded
+    return AnswerResponse(
+        body, headers=headers, then=then, write_timeout=services.settings.server.client_write_timeout_seconds
+    )
+
+
+async def relay_stream(
+    services: Services,
+    admission: Admission,
+    dialect: Dialect,
+    request: ChatRequest,
+    response: UpstreamResponse,
+    headers: dict[str, str],
+    deadline: float,
+) -> Response:
+    """Wait for the upstream's first event (an error before it is still an HTTP status), then relay."""
+    server = services.settings.server
+    events = UpstreamEvents(response, deadline=deadline)
+    relay = Relay(
+        events,
+        dialect.stream(request, reply_for(admission)),
+        admission.outcome,
+        heartbeat_interval=server.heartbeat_seconds,
+    )
+    try:
+        error = await relay.prime()
+    except BaseException:
+        await asyncio.shield(events.aclose())
         raise
+    if error is not None:
+        await events.aclose()
+        admission.outcome.status = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
+        admission.outcome.consumed = isinstance(error, UpstreamTimeout)  # it had the request, and kept it
+        raise error
+    return RelayResponse(
+        relay,
+        headers=headers,
+        then=lambda: settle(services, admission),
+        write_timeout=server.client_write_timeout_seconds,
+    )
+
+
+async def settle(services: Services, admission: Admission) -> None:
+    """Charge or release the hold, exactly once; then give back the limits and the in-flight slot."""
+    if admission.ended:
+        return
+    admission.ended = True
+    record = admission.inbound.record
+    tokens_used = 0
+    try:
+        charge = rules.settlement(admission.outcome, admission.quote, admission.model)
+        if admission.hold is not None and charge is None:
+            await services.ledger.release(admission.hold)
+        elif admission.hold is not None and charge is not None:
+            settled = await services.ledger.settle(admission.hold, usage_row(admission, charge))
+            tokens_used = charge.usage.prompt_tokens + charge.usage.completion_tokens
+            record.prompt_tokens, record.completion_tokens = charge.usage.prompt_tokens, charge.usage.completion_tokens
+            record.cost = settled.charged if settled is not None else 0
+    finally:
+        services.leases.remove(admission.inbound.request_id)
+        try:
+            await release_key(
+                services.limiter,
+                admission.key.id,
+                tokens_estimated=admission.quote.prompt_tokens,
+                tokens_used=tokens_used,
+            )
+        finally:
+            services.lifecycle.leave()
+
+
+def usage_row(admission: Admission, charge: rules.Charge) -> UsageRow:
+    target = admission.target
+    return UsageRow(
+        request_id=admission.inbound.request_id,
+        key_id=admission.key.id,
+        model=admission.model.id,
+        upstream=target.upstream if target else None,
+        upstream_model=target.upstream_model if target else None,
+        endpoint=admission.endpoint,
+        stream=admission.stream,
+        prompt_tokens=charge.usage.prompt_tokens,
+        completion_tokens=charge.usage.completion_tokens,
+        reasoning_tokens=charge.usage.reasoning_tokens,
+        cached_tokens=charge.usage.cached_tokens,
+        cost=charge.cost,
+        shortfall=0,
+        status=charge.status,
+        partial=charge.partial,
+        estimated=charge.estimated,
+        source="request",
+        latency_ms=int((time.perf_counter() - admission.inbound.started) * 1000),
+        created_at=utcnow(),
+    )
+
+
+def reply_for(admission: Admission) -> Reply:
+    return Reply(admission.inbound.request_id, admission.model.id, admission.quote.prompt_tokens)
 
 
 def parse_json(raw: bytes) -> Any:
@@ -199,6 +320,52 @@ def parse_json(raw: bytes) -> Any:
         raise InvalidRequest("The request body is not valid JSON.") from None
 
 
-def total_timeout(gw: Gateway, model: CatalogModel) -> float:
+def parse_answer(admission: Admission, raw: bytes) -> dict[str, Any]:
+    """A chat completion, or the upstream's failure (an unreadable 200 costs the key nothing)."""
+    try:
+        answer = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("choices"), list):
+        return answer
+    admission.outcome.status, admission.outcome.consumed = "upstream_error", False
+    if isinstance(answer, dict) and "error" in answer:
+        raise classify_error(admission.target.upstream if admission.target else "?", 500, raw)
+    raise UpstreamError("The upstream service sent an unreadable answer.")
+
+
+async def read_bounded(response: UpstreamResponse, limit: int) -> bytes:
+    buf = bytearray()
+    async for chunk in response.aiter_bytes():
+        buf += chunk
+        if len(buf) > limit:
+            raise UpstreamError("The upstream answer is larger than the gateway accepts.")
+    return bytes(buf)
+
+
+def policy_hit(answer: dict[str, Any]) -> bool:
+    return any(
+        isinstance(choice, dict)
+        and (choice.get("finish_reason") == "content_filter" or choice.get("moderation_hit_type"))
+        for choice in answer["choices"]
+    )
+
+
+async def record_policy(services: Services, admission: Admission, code: str | None) -> None:
+    try:
+        await record_policy_event(
+            services.db,
+            request_id=admission.inbound.request_id,
+            key_id=admission.key.id,
+            model=admission.model.id,
+            code=code,
+            message=None,
+        )
+    except Exception:
+        # a lost audit row must not turn the client's answer into a 500
+        log.exception("could not record policy event")
+
+
+def total_timeout(services: Services, model: CatalogModel) -> float:
     first = model.targets[0]
-    return first.total_timeout or gw.upstreams[first.upstream].settings.total_timeout
+    return first.total_timeout or services.upstreams[first.upstream].settings.total_timeout

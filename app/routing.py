@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
 from typing import Any
 
 from app.breaker import Breakers
@@ -45,7 +44,7 @@ class Router:
         return [target for _, _, target in ranked]
 
     async def open(
-        self, model: CatalogModel, body_for: Callable[[Target], dict[str, Any]], *, deadline: float
+        self, model: CatalogModel, body: dict[str, Any], *, deadline: float
     ) -> tuple[Target, UpstreamResponse, int]:
         """The first target that accepts the request: ``(target, 200 response, attempts made)``."""
         order = self.order(model)
@@ -64,19 +63,19 @@ class Router:
                 await asyncio.sleep(wait)
                 delay *= 2
             attempts += 1
-            health = self.breakers[target.key]
+            breaker = self.breakers[target.key]
             started = time.perf_counter()
             try:
-                response = await self._attempt(target, body_for(target), deadline)
+                response = await self._attempt(target, body, deadline)
             except UpstreamFailure as failure:
                 failure.attempts = attempts
                 if failure.retryable or failure.error.status >= 500:
-                    health.failure()
+                    breaker.failure()
                 if not failure.retryable:
                     raise
                 last = failure
                 continue
-            health.success((time.perf_counter() - started) * 1000)
+            breaker.success((time.perf_counter() - started) * 1000)
             return target, response, attempts
         if last is not None:
             raise last
@@ -95,8 +94,10 @@ class Router:
                     {**body, "model": target.upstream_model}, read_timeout=target.read_timeout
                 )
         except TimeoutError:
-            # the deadline passed while the upstream held the request: no time is left for another try
-            raise UpstreamFailure(UpstreamTimeout("The upstream service timed out."), retryable=False) from None
+            # the deadline passed while the upstream held the request: no time is left for another try,
+            # and the upstream worked on it
+            error = UpstreamTimeout("The upstream service timed out.")
+            raise UpstreamFailure(error, retryable=False, accepted=True) from None
 
     def _pick(self, order: list[Target], attempt: int) -> Target | None:
         """The next target in rotation whose circuit lets a request through."""

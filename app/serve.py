@@ -38,7 +38,7 @@ class DrainingServer(uvicorn.Server):
         self._settings = settings
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        gateway = getattr(self._app_state, "gateway", None)
+        gateway = getattr(self._app_state, "services", None)
         if gateway is not None:
             gateway.lifecycle.draining = True
         super().handle_exit(sig, frame)
@@ -85,7 +85,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         settings = settings.model_copy(
             update={"admin": settings.admin.model_copy(update={"master_key": SecretStr(secrets.token_urlsafe(32))})}
         )
-    configure_logging(settings.logging.level, _secrets(settings))
+    configure_logging(settings.logging.level, _secrets(settings), json=settings.logging.format == "json")
     if settings.database.url.startswith("sqlite"):
         upgrade(settings.database.url)
     if demo:
@@ -119,7 +119,7 @@ DEMO_ENV = "SEEDGATE_WORKER_DEMO"
 def worker_app() -> ASGIApp:
     """App factory for ``--workers N``: settings come from the parent process, secrets included."""
     settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
-    configure_logging(settings.logging.level, _secrets(settings))
+    configure_logging(settings.logging.level, _secrets(settings), json=settings.logging.format == "json")
     return create_app(settings, demo=bool(os.environ.get(DEMO_ENV)))
 
 

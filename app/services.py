@@ -1,7 +1,10 @@
-"""The gateway's shared resources, built once in the app's lifespan and handed to every request.
+"""The gateway's services, built once in the app's lifespan and handed to the request flow.
 
-Nothing here is created at import time; ``Gateway.start`` builds it from ``Settings`` and ``aclose``
-tears it down. Background duties (hold recovery and the instance heartbeat) run in one task.
+Nothing here is created at import time; ``Services.start`` builds everything from ``Settings`` and
+``aclose`` tears it down. The pipeline receives this object and hands each step only the services it
+uses. Background duties run in one task: every ``billing.checkpoint_interval_seconds`` the live holds'
+progress is saved and their leases renewed; every ``billing.recovery_interval_seconds`` holds whose
+lease lapsed are recovered.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -17,17 +22,20 @@ from redis.asyncio import Redis
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
 from app.db import Database
+from app.dialects import Dialect
+from app.dialects.anthropic.dialect import AnthropicMessages, Signer
+from app.dialects.openai_chat import OpenAIChat
 from app.keys import KeyStore
 from app.limits import FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter, connect
-from app.money.ledger import Ledger
+from app.money.leases import Leases
+from app.money.ledger import Ledger, utcnow
 from app.routing import Router
-from app.settings import Settings
-from app.upstream import Upstream
+from app.settings import Settings, UpstreamSettings
+from app.upstream import Transport, Upstream
 
 log = logging.getLogger("seedgate")
 
-# a process counts as dead when it has not heart-beaten for this many recovery intervals
-DEAD_AFTER_INTERVALS = 3
+TransportFactory = Callable[[UpstreamSettings], Transport]
 
 
 @dataclass
@@ -59,64 +67,76 @@ def build_limiter(settings: Settings) -> tuple[Limiter, Redis | None]:
     return FallbackLimiter(shared, local, max_buckets=settings.limits.max_limiter_buckets), client
 
 
+def build_dialects(settings: Settings) -> dict[str, Dialect]:
+    """The billed endpoints, by path."""
+    signer = Signer(settings.admin.master_key.get_secret_value())
+    return {"/v1/chat/completions": OpenAIChat(), "/v1/messages": AnthropicMessages(signer)}
+
+
 @dataclass
-class Gateway:
+class Services:
     settings: Settings
     db: Database
     catalog: Catalog
     keys: KeyStore
     ledger: Ledger
+    leases: Leases
     limiter: Limiter
     upstreams: dict[str, Upstream]
     router: Router
     trusted: TrustedProxies
+    dialects: dict[str, Dialect]
     instance_id: str
     redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, settings: Settings) -> Gateway:
+    async def start(cls, settings: Settings, *, transport: TransportFactory | None = None) -> Services:
         instance_id = settings.server.instance_id or f"inst_{secrets.token_hex(8)}"
         db = Database(settings.database.url, echo=settings.database.echo)
-        upstreams = {u.name: Upstream(u) for u in settings.upstreams}
+        upstreams = {u.name: Upstream(u, transport(u) if transport else None) for u in settings.upstreams}
         limiter, redis = build_limiter(settings)
-        gateway = cls(
+        ledger = Ledger(
+            db,
+            owner=instance_id,
+            lease_seconds=settings.billing.hold_ttl_seconds,
+            durable_requests=settings.database.sqlite_durability == "fsync",
+        )
+        services = cls(
             settings=settings,
             db=db,
             catalog=Catalog.from_settings(settings),
             keys=KeyStore(db, cache_ttl=settings.auth.cache_ttl_seconds),
-            ledger=Ledger(db, owner=instance_id, hold_ttl=settings.billing.hold_ttl_seconds, writer=db.writer),
+            ledger=ledger,
+            leases=Leases(ledger),
             limiter=limiter,
             redis=redis,
             upstreams=upstreams,
             router=Router(settings.routing, upstreams),
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
+            dialects=build_dialects(settings),
             instance_id=instance_id,
         )
-        gateway.lifecycle.idle.set()
-        await gateway.ledger.heartbeat()
-        recovered = await gateway.ledger.recover(dead_after=gateway._dead_after)
+        services.lifecycle.idle.set()
+        recovered = await ledger.recover()
         if recovered:
-            log.warning("recovered %d holds left by stopped processes", recovered)
-        gateway._background = asyncio.create_task(gateway._maintain())
-        return gateway
-
-    @property
-    def _dead_after(self) -> float:
-        return self.settings.billing.recovery_interval_seconds * DEAD_AFTER_INTERVALS
+            log.warning("recovered %d holds whose lease had lapsed", recovered)
+        services._background = asyncio.create_task(services._maintain())
+        return services
 
     async def _maintain(self) -> None:
-        interval = self.settings.billing.recovery_interval_seconds
+        billing = self.settings.billing
+        next_recovery = time.monotonic() + billing.recovery_interval_seconds
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(billing.checkpoint_interval_seconds)
             try:
-                await self.ledger.heartbeat()
-                recovered = await self.ledger.recover(dead_after=self._dead_after)
-                if recovered:
-                    log.warning("recovered %d stale holds", recovered)
+                await self.leases.tick(utcnow())
+                if time.monotonic() >= next_recovery:
+                    next_recovery = time.monotonic() + billing.recovery_interval_seconds
+                    await self.ledger.recover()
             except Exception:
-                log.exception("hold recovery failed; will retry")
+                log.exception("checkpoint or recovery failed; will retry")
 
     async def drain(self, grace: float) -> None:
         """Refuse new work, then wait up to ``grace`` seconds for running requests to finish."""

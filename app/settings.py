@@ -45,12 +45,17 @@ class ServerSettings(_Section):
     workers: int = Field(default=1, ge=1)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
     heartbeat_seconds: float = Field(default=15.0, gt=0)  # keepalive/ping while the upstream is silent
+    body_read_timeout_seconds: float = Field(default=30.0, gt=0)  # a request body slower than this: 408
+    client_write_timeout_seconds: float = Field(default=60.0, gt=0)  # a client not reading for this long: cut
     instance_id: str | None = None
 
 
 class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///./seedgate.db"
     echo: bool = False
+    # SQLite files: acknowledge a request's money write after its group's WAL commit, the fsync following
+    # in the background (``group``: a power cut loses at most one fsync window), or after that fsync
+    sqlite_durability: Literal["group", "fsync"] = "group"
 
 
 class AdminSettings(_Section):
@@ -149,8 +154,11 @@ class RoutingSettings(_Section):
 
 class BillingSettings(_Section):
     prompt_margin: float = Field(default=0.1, ge=0)  # extra fraction reserved on top of the prompt estimate
-    hold_ttl_seconds: float = Field(default=3600.0, gt=0)
-    recovery_interval_seconds: float = Field(default=60.0, gt=0)
+    hold_ttl_seconds: float = Field(default=120.0, gt=0)  # a hold's lease, renewed while its request runs
+    recovery_interval_seconds: float = Field(default=60.0, gt=0)  # how often lapsed leases are recovered
+    checkpoint_interval_seconds: float = Field(default=1.0, gt=0)  # how often live holds' progress is saved
+    # a balance short of the worst case still admits a request whose output cap it can lower to this or more
+    min_affordable_output_tokens: int = Field(default=1024, ge=1)
 
 
 class RedisSettings(_Section):
@@ -160,6 +168,8 @@ class RedisSettings(_Section):
 
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    access: bool = True  # one line per HTTP request (seedgate.access)
 
 
 class Settings(BaseSettings):

@@ -2,7 +2,7 @@
 
 Money columns are BigInteger units of 1e-12 USD (see ``app.money``). The ledger invariant, per key
 and in total: ``topped_up == available + held + spent`` where ``topped_up`` is the sum of ``topup``
-ledger rows and ``spent`` the sum of ``charge`` ledger rows.
+ledger rows and ``spent`` the sum of ``charge`` and ``adjustment`` ledger rows.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.engine import Dialect
 
@@ -90,12 +91,15 @@ holds = Table(
     Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
     Column("model", String(200), nullable=False),
     Column("amount", BigInteger, nullable=False),
-    Column("prompt_tokens_estimate", Integer, nullable=False),
+    Column("prompt_tokens_estimate", BigInteger, nullable=False),
     Column("prompt_cost_estimate", BigInteger, nullable=False),
-    Column("owner", String(64), nullable=False),
-    Column("status", String(16), nullable=False),  # held | settled
+    Column("output_price", BigInteger, nullable=False, server_default="0"),  # units per output token
+    Column("owner", String(64), nullable=False),  # the instance that made it
+    Column("status", String(16), nullable=False),  # held | settled | released | recovered
+    Column("sent", Boolean, nullable=False, server_default=false()),  # checkpoint: the request reached the upstream
+    Column("output_tokens", BigInteger, nullable=False, server_default="0"),  # checkpoint: output delivered
     Column("created_at", UTCDateTime, nullable=False),
-    Column("expires_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),  # the lease, renewed while the request runs
     Index("ix_holds_status_expires_at", "status", "expires_at"),
     Index("ix_holds_owner", "owner"),
 )
@@ -105,7 +109,7 @@ ledger = Table(
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
-    Column("kind", String(16), nullable=False),  # topup | charge
+    Column("kind", String(16), nullable=False),  # topup | charge | adjustment (late charge or refund, signed)
     Column("amount", BigInteger, nullable=False),
     Column("request_id", String(64), nullable=True),
     Column("note", String(200), nullable=True),
@@ -124,16 +128,16 @@ usage = Table(
     Column("upstream_model", String(200), nullable=True),
     Column("endpoint", String(32), nullable=False),
     Column("stream", Boolean, nullable=False),
-    Column("prompt_tokens", Integer, nullable=False),
-    Column("completion_tokens", Integer, nullable=False),
-    Column("reasoning_tokens", Integer, nullable=False),
-    Column("cached_tokens", Integer, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
     Column("shortfall", BigInteger, nullable=False),
     Column("status", String(32), nullable=False),
     Column("partial", Boolean, nullable=False),
     Column("estimated", Boolean, nullable=False),
-    Column("source", String(16), nullable=False),  # request | recovery
+    Column("source", String(16), nullable=False),  # request | recovery | late
     Column("latency_ms", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_usage_key_id_created_at", "key_id", "created_at"),
@@ -151,10 +155,19 @@ policy_events = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
-instances = Table(
-    "instances",
+# Daily totals per key and model, maintained in the same transaction as each usage row (and kept
+# after raw rows expire): the console's charts and the usage summary read these, not raw rows.
+usage_daily = Table(
+    "usage_daily",
     metadata,
-    Column("id", String(64), primary_key=True),
-    Column("started_at", UTCDateTime, nullable=False),
-    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    Column("key_id", String(40), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("partial", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("reasoning_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("cost", BigInteger, nullable=False),
 )

@@ -1,9 +1,11 @@
 """Calls to an OpenAI-compatible upstream, and what their failures mean to the client.
 
-One pooled aiohttp session per upstream, explicit timeouts (connect; read = idle time between
-bytes; a total deadline enforced by the caller), no redirects. ``UpstreamFailure`` carries the
-``GatewayError`` to show the client and whether another attempt is safe: only when the upstream never
-accepted the request (connect error, pool timeout, or an HTTP 429/5xx answer).
+Every call goes through a ``Transport`` (aiohttp in production, an in-process fake in tests), with
+explicit timeouts (connect; read = idle time between bytes; a total deadline enforced by the caller)
+and no redirects. ``UpstreamFailure`` carries the ``GatewayError`` to show the client, whether
+another attempt is safe (only when the upstream never accepted the request: connect error, pool
+timeout, or an HTTP 429/5xx answer), and whether the upstream worked on it (``accepted``: it timed
+out holding the request, so the operator is billed and so is the key).
 
 Upstream error bodies are read (bounded) only to classify them; a 400's message may be shown to the
 client after redaction, 401/403/5xx bodies never are (they can echo the upstream key).
@@ -13,9 +15,9 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -49,27 +51,60 @@ class UpstreamFailure(Exception):
     policy: bool = False
     retry_after: float | None = None  # seconds the upstream asked us to wait (429/503)
     attempts: int = 1
+    accepted: bool = False  # the upstream had the request and worked on it (it bills the operator)
+
+
+class UpstreamUnreachable(Exception):
+    """The request never reached the upstream (connect error or timeout): another attempt is safe."""
+
+
+class UpstreamSilent(Exception):
+    """The upstream took the request, then sent nothing within the idle timeout."""
 
 
 class UpstreamReadError(Exception):
-    """The upstream connection broke while its answer was being read."""
+    """The upstream connection broke while the request was sent or its answer was read."""
 
 
 class UpstreamReadTimeout(UpstreamReadError):
     """The upstream went silent for longer than the idle timeout while its answer was being read."""
 
 
-class UpstreamResponse:
-    """A 200 answer whose body is read as it arrives; ``aclose`` must always be called."""
+class UpstreamResponse(Protocol):
+    """An upstream answer whose body is read as it arrives; ``aclose`` must always be called."""
 
+    @property
+    def status(self) -> int: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+    async def aclose(self) -> None: ...
+
+
+class Transport(Protocol):
+    """THE seam between the gateway and an upstream: one POST of a Chat Completions body.
+
+    Raises ``UpstreamUnreachable``, ``UpstreamSilent`` or ``UpstreamReadError``; any HTTP status is an
+    answer. Production uses ``AiohttpTransport``; tests plug in an in-process one.
+    """
+
+    async def post(self, body: bytes, *, read_timeout: float) -> UpstreamResponse: ...
+    async def aclose(self) -> None: ...
+
+
+class _AiohttpResponse:
     __slots__ = ("_response",)
 
     def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
     @property
-    def status_code(self) -> int:
+    def status(self) -> int:
         return self._response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self._response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
@@ -87,48 +122,70 @@ class UpstreamResponse:
             self._response.close()  # cut short: the connection cannot be reused
 
 
-class Upstream:
-    """One configured upstream: its settings and its connection pool.
+class AiohttpTransport:
+    """One pooled aiohttp session per upstream.
 
-    The client is aiohttp, not httpx: measured on this project's fake upstream, an httpx request costs
-    ~0.8 ms of CPU, httpx on an aiohttp transport ~0.46 ms, plain aiohttp ~0.13 ms -- the gateway's
-    whole CPU budget per request is 1 ms. This class is the only seam; nothing else imports aiohttp.
+    aiohttp, not httpx: measured on this project's fake upstream, an httpx request costs ~0.8 ms of
+    CPU, httpx on an aiohttp transport ~0.46 ms, plain aiohttp ~0.13 ms -- the gateway's whole CPU
+    budget per request is 1 ms. Nothing else imports aiohttp.
     """
 
     def __init__(self, settings: UpstreamSettings) -> None:
-        self.name = settings.name
-        self.settings = settings
-        self.url = yarl.URL(settings.base_url + "/chat/completions")  # parsed once, not per request
+        self._settings = settings
+        self._url = yarl.URL(settings.base_url + "/chat/completions")  # parsed once, not per request
         self._headers = {
             "Authorization": f"Bearer {settings.api_key.get_secret_value()}",
             "Content-Type": "application/json",
             "Accept": "application/json, text/event-stream",
         }
-        self._api_key = settings.api_key.get_secret_value()
-        self._timeout = self._client_timeout(settings.read_timeout)
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
         self._session: aiohttp.ClientSession | None = None
 
-    def _client_timeout(self, read_timeout: float) -> aiohttp.ClientTimeout:
+    def _timeout(self, read_timeout: float) -> aiohttp.ClientTimeout:
         # total is enforced by the caller's deadline; sock_read is the idle time between bytes
-        return aiohttp.ClientTimeout(
-            total=None,
-            connect=self.settings.connect_timeout,
-            sock_connect=self.settings.connect_timeout,
-            sock_read=read_timeout,
-        )
+        timeout = self._timeouts.get(read_timeout)
+        if timeout is None:
+            connect = self._settings.connect_timeout
+            timeout = aiohttp.ClientTimeout(total=None, connect=connect, sock_connect=connect, sock_read=read_timeout)
+            self._timeouts[read_timeout] = timeout
+        return timeout
 
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily: it needs the running loop
-            connector = aiohttp.TCPConnector(limit=self.settings.max_connections, limit_per_host=0, ttl_dns_cache=60)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, headers=self._headers, trust_env=False
-            )
+            connector = aiohttp.TCPConnector(limit=self._settings.max_connections, limit_per_host=0, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(connector=connector, headers=self._headers, trust_env=False)
         return self._session
+
+    async def post(self, body: bytes, *, read_timeout: float) -> UpstreamResponse:
+        try:
+            response = await self.session.post(
+                self._url, data=body, timeout=self._timeout(read_timeout), allow_redirects=False
+            )
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise UpstreamUnreachable(type(exc).__name__) from None
+        except (aiohttp.SocketTimeoutError, TimeoutError):
+            raise UpstreamSilent from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamReadError(type(exc).__name__) from None
+        return _AiohttpResponse(response)
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class Upstream:
+    """One configured upstream: its settings, its transport, and what its failures mean."""
+
+    def __init__(self, settings: UpstreamSettings, transport: Transport | None = None) -> None:
+        self.name = settings.name
+        self.settings = settings
+        self._transport = transport or AiohttpTransport(settings)
+        self._api_key = settings.api_key.get_secret_value()
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
 
     async def open(self, body: dict[str, Any], *, read_timeout: float | None = None) -> UpstreamResponse:
         """Send a chat request; return the 200 response with its body not yet read.
@@ -136,28 +193,28 @@ class Upstream:
         Raises ``UpstreamFailure`` for every other outcome, the response already closed.
         ``read_timeout`` overrides the upstream's idle timeout (per model: reasoning models are slow).
         """
-        timeout = self._client_timeout(read_timeout) if read_timeout is not None else self._timeout
         try:
-            response = await self.session.post(
-                self.url, data=orjson.dumps(body), timeout=timeout, allow_redirects=False
+            response = await self._transport.post(
+                orjson.dumps(body), read_timeout=read_timeout or self.settings.read_timeout
             )
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            log.warning("upstream %s unreachable: %s", self.name, type(exc).__name__)
+        except UpstreamUnreachable as exc:
+            log.warning("upstream %s unreachable: %s", self.name, exc)
             raise UpstreamFailure(UpstreamError("The upstream service is unreachable."), retryable=True) from None
-        except (aiohttp.SocketTimeoutError, TimeoutError):
-            raise UpstreamFailure(UpstreamTimeout("The upstream service timed out."), retryable=False) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            log.warning("upstream %s transport error: %s", self.name, type(exc).__name__)
+        except UpstreamSilent:
+            # it has the request and is working on it (a long non-stream answer): the operator pays for it
+            error = UpstreamTimeout("The upstream service timed out.")
+            raise UpstreamFailure(error, retryable=False, accepted=True) from None
+        except UpstreamReadError as exc:
+            log.warning("upstream %s transport error: %s", self.name, exc)
             raise UpstreamFailure(UpstreamError("The upstream connection failed."), retryable=False) from None
         if response.status == 200:
-            return UpstreamResponse(response)
-        wrapped = UpstreamResponse(response)
+            return response
         try:
-            raw = await _read_bounded(wrapped.aiter_bytes(), MAX_ERROR_BODY)
+            raw = await _read_bounded(response.aiter_bytes(), MAX_ERROR_BODY)
         except UpstreamReadError:
             raw = b""
         finally:
-            await wrapped.aclose()
+            await response.aclose()
         raise classify_error(
             self.name, response.status, raw, response.headers.get("retry-after"), secrets=(self._api_key,)
         )

@@ -1,0 +1,47 @@
+"""One ``Dialect`` per client API, over the same request flow.
+
+A dialect turns the client's body into a ``ChatRequest`` for the upstream (Chat Completions), and the
+upstream's answer or stream back into the client's shape. It knows nothing of keys, money or
+services: what it needs of the request is in ``Reply``. Errors it raises are ``GatewayError``s,
+rendered in its ``envelope``.
+
+    openai_chat.py    POST /v1/chat/completions (passthrough)
+    anthropic/        POST /v1/messages (translated both ways)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from app.chat_request import ChatRequest
+from app.errors import Envelope, GatewayError
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What shaping an answer needs to know about its request."""
+
+    request_id: str
+    model: str  # the public model id
+    prompt_tokens: int  # the gateway's estimate, for streams that announce it first
+
+
+class StreamWriter(Protocol):
+    """Client bytes for one relayed stream; each method may return ``b""``."""
+
+    def start(self) -> bytes: ...
+    def chunk(self, chunk: dict[str, Any], data: str) -> bytes: ...
+    def done(self) -> bytes: ...
+    def error(self, error: GatewayError) -> bytes: ...
+    def heartbeat(self) -> bytes: ...
+
+
+class Dialect(Protocol):
+    endpoint: str  # recorded in usage rows
+    envelope: Envelope
+
+    def model_name(self, body: Any) -> str: ...
+    def parse(self, body: Any) -> ChatRequest: ...
+    def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes: ...
+    def stream(self, request: ChatRequest, reply: Reply) -> StreamWriter: ...

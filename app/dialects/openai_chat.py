@@ -1,10 +1,10 @@
-"""How a relayed stream looks to an OpenAI client.
+"""``POST /v1/chat/completions``: the upstream already speaks it, so answers pass through.
 
-Chunks pass through byte for byte, except that the ``usage`` field and the final ``choices: []``
-usage chunk are removed when the client did not ask for ``stream_options.include_usage`` (the
-upstream is always asked for usage, so the gateway can bill). A mid-stream failure is the
-``data: {"error": {...}}`` event that openai-python raises as ``APIError``; idle periods get
-``: keepalive`` comments, which the SDKs ignore.
+Stream chunks pass through byte for byte, except that the ``usage`` field and the final
+``choices: []`` usage chunk are removed when the client did not ask for
+``stream_options.include_usage`` (the upstream is always asked for usage, so the gateway can bill).
+A mid-stream failure is the ``data: {"error": {...}}`` event that openai-python raises as
+``APIError``; idle periods get ``: keepalive`` comments, which the SDKs ignore.
 """
 
 from __future__ import annotations
@@ -13,13 +13,15 @@ from typing import Any
 
 import orjson
 
-from app.errors import GatewayError
+from app.chat_request import ChatRequest, model_of, parse_chat_request
+from app.dialects import Reply
+from app.errors import Envelope, GatewayError
 
 DONE = b"data: [DONE]\n\n"
 KEEPALIVE = b": keepalive\n\n"
 
 
-class OpenAIDialect:
+class ChatStream:
     def __init__(self, *, include_usage: bool) -> None:
         self.include_usage = include_usage
 
@@ -42,3 +44,20 @@ class OpenAIDialect:
 
     def heartbeat(self) -> bytes:
         return KEEPALIVE
+
+
+class OpenAIChat:
+    endpoint = "chat.completions"
+    envelope: Envelope = "openai"
+
+    def model_name(self, body: Any) -> str:
+        return model_of(body)
+
+    def parse(self, body: Any) -> ChatRequest:
+        return parse_chat_request(body)
+
+    def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
+        return raw  # the upstream's answer goes out as it came, model id included
+
+    def stream(self, request: ChatRequest, reply: Reply) -> ChatStream:
+        return ChatStream(include_usage=request.include_usage)

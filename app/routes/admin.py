@@ -12,14 +12,14 @@ from starlette.responses import Response
 from app import accounts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.errors import InvalidRequest, NotFound
-from app.inbound import AdminDep, GatewayDep
 from app.json import json_response
+from app.routes.deps import AdminDep, ServicesDep
 from app.usage import list_policy_events, list_usage
 
 
-async def _acknowledged_writes_visible(gateway: GatewayDep) -> None:
+async def _acknowledged_writes_visible(services: ServicesDep) -> None:
     """Money writes are acknowledged before their fsync; the operator must read what clients saw."""
-    await gateway.ledger.flush()
+    await services.ledger.flush()
 
 
 router = APIRouter(prefix="/admin", dependencies=[AdminDep, Depends(_acknowledged_writes_visible)])
@@ -47,10 +47,10 @@ def _found(view: dict[str, Any] | None, key_id: str) -> dict[str, Any]:
 
 
 @router.post("/keys")
-async def create_key(request: Request, gateway: GatewayDep) -> Response:
+async def create_key(request: Request, services: ServicesDep) -> Response:
     spec = await _body(request, KeyCreate)
     try:
-        created = await accounts.create_key(gateway.db, gateway.catalog, spec)
+        created = await accounts.create_key(services.db, services.catalog, spec)
     except AccountError as exc:
         raise InvalidRequest(str(exc)) from None
     return json_response(created, status_code=201)
@@ -58,76 +58,76 @@ async def create_key(request: Request, gateway: GatewayDep) -> Response:
 
 @router.get("/keys")
 async def list_keys(
-    gateway: GatewayDep, limit: int = Query(1000, ge=1, le=1000), offset: int = Query(0, ge=0)
+    services: ServicesDep, limit: int = Query(1000, ge=1, le=1000), offset: int = Query(0, ge=0)
 ) -> Response:
-    return json_response({"object": "list", "data": await accounts.list_keys(gateway.db, limit=limit, offset=offset)})
+    return json_response({"object": "list", "data": await accounts.list_keys(services.db, limit=limit, offset=offset)})
 
 
 @router.get("/keys/{key_id}")
-async def show_key(key_id: str, gateway: GatewayDep) -> Response:
-    return json_response(_found(await accounts.get_key(gateway.db, key_id), key_id))
+async def show_key(key_id: str, services: ServicesDep) -> Response:
+    return json_response(_found(await accounts.get_key(services.db, key_id), key_id))
 
 
 @router.patch("/keys/{key_id}")
-async def update_key(key_id: str, request: Request, gateway: GatewayDep) -> Response:
+async def update_key(key_id: str, request: Request, services: ServicesDep) -> Response:
     spec = await _body(request, KeyUpdate)
-    _found(await accounts.get_key(gateway.db, key_id), key_id)
+    _found(await accounts.get_key(services.db, key_id), key_id)
     try:
-        view = await accounts.update_key(gateway.db, gateway.catalog, gateway.keys, key_id, spec)
+        view = await accounts.update_key(services.db, services.catalog, services.keys, key_id, spec)
     except AccountError as exc:
         raise InvalidRequest(str(exc)) from None
     return json_response(_found(view, key_id))
 
 
 @router.post("/keys/{key_id}/topup")
-async def topup_key(key_id: str, request: Request, gateway: GatewayDep) -> Response:
+async def topup_key(key_id: str, request: Request, services: ServicesDep) -> Response:
     spec = await _body(request, TopUp)
     try:
-        view = await accounts.topup_key(gateway.db, gateway.ledger, key_id, spec)
+        view = await accounts.topup_key(services.db, services.ledger, key_id, spec)
     except AccountError as exc:
         raise InvalidRequest(str(exc)) from None
     return json_response(_found(view, key_id))
 
 
 @router.delete("/keys/{key_id}")
-async def revoke_key(key_id: str, gateway: GatewayDep) -> Response:
-    _found(await accounts.get_key(gateway.db, key_id), key_id)
-    await gateway.keys.revoke(key_id)
-    return json_response(_found(await accounts.get_key(gateway.db, key_id), key_id))
+async def revoke_key(key_id: str, services: ServicesDep) -> Response:
+    _found(await accounts.get_key(services.db, key_id), key_id)
+    await services.keys.revoke(key_id)
+    return json_response(_found(await accounts.get_key(services.db, key_id), key_id))
 
 
 @router.get("/usage")
 async def usage(
-    gateway: GatewayDep,
+    services: ServicesDep,
     key_id: str | None = None,
     limit: int = Query(1000, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> Response:
-    rows = await list_usage(gateway.db, key_id=key_id, limit=limit, offset=offset)
+    rows = await list_usage(services.db, key_id=key_id, limit=limit, offset=offset)
     return json_response({"object": "list", "data": rows})
 
 
 @router.get("/policy-events")
 async def policy_events(
-    gateway: GatewayDep, key_id: str | None = None, limit: int = Query(100, ge=1, le=1000)
+    services: ServicesDep, key_id: str | None = None, limit: int = Query(100, ge=1, le=1000)
 ) -> Response:
-    return json_response({"object": "list", "data": await list_policy_events(gateway.db, key_id=key_id, limit=limit)})
+    return json_response({"object": "list", "data": await list_policy_events(services.db, key_id=key_id, limit=limit)})
 
 
 @router.get("/ledger")
-async def ledger_totals(gateway: GatewayDep) -> Response:
+async def ledger_totals(services: ServicesDep) -> Response:
     """Totals behind the ledger invariant ``topups == available + held + charges`` (exact units of 1e-12 USD)."""
-    totals = await accounts.ledger_totals(gateway.db)
+    totals = await accounts.ledger_totals(services.db)
     totals["balanced"] = totals["topups"] == totals["available"] + totals["held"] + totals["charges"]
     return json_response(totals)
 
 
 @router.get("/upstreams")
-async def upstreams(gateway: GatewayDep) -> Response:
+async def upstreams(services: ServicesDep) -> Response:
     """Per target: circuit state, recent error rate and latency (targets appear after their first request)."""
     configured = [
         {"model": model.id, "target": t.key, "weight": t.weight, "priority": t.priority}
-        for model in gateway.catalog.models
+        for model in services.catalog.models
         for t in model.targets
     ]
-    return json_response({"targets": configured, "health": gateway.router.snapshot()})
+    return json_response({"targets": configured, "health": services.router.snapshot()})

@@ -1,8 +1,8 @@
-"""Anthropic Messages endpoints for Claude Code: ``/v1/messages/count_tokens`` here; ``POST /v1/messages``
-is served by ``app.asgi`` through ``app.dialects.anthropic.dialect``.
+"""``POST /v1/messages/count_tokens`` for Claude Code (``POST /v1/messages`` is a billed endpoint:
+``app.asgi`` -> ``app.pipeline`` with ``app.dialects.anthropic``).
 
 Query strings (Claude Code sends ``?beta=true``) and ``anthropic-beta`` headers are ignored; errors
-leave in the Anthropic envelope (see ``app.main.wants_anthropic``).
+leave in the Anthropic envelope (``app.errors.envelope_for``).
 """
 
 from __future__ import annotations
@@ -12,18 +12,20 @@ from starlette.responses import Response
 
 from app.dialects.anthropic.tokens import estimate_input_tokens
 from app.errors import InvalidRequest
-from app.inbound import CallDep, GatewayDep
 from app.json import json_response
-from app.pipeline import authenticate, check_ip, parse_json
+from app.keys import authenticate
+from app.limits.checks import check_ip
+from app.pipeline import parse_json
+from app.routes.deps import InboundDep, ServicesDep
 
 router = APIRouter()
 
 
 @router.post("/v1/messages/count_tokens")
-async def count_tokens(gateway: GatewayDep, call: CallDep) -> Response:
-    await check_ip(gateway, call)
-    await authenticate(gateway, call)
-    body = parse_json(call.body)
+async def count_tokens(services: ServicesDep, inbound: InboundDep) -> Response:
+    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await authenticate(services.keys, inbound.api_key)
+    body = parse_json(await inbound.body())
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
         raise InvalidRequest("messages: Field required", param="messages")
     return json_response({"input_tokens": estimate_input_tokens(body)})

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.inbound import GatewayDep
 from app.json import json_response
+from app.routes.deps import ServicesDep
 
 router = APIRouter()
 
@@ -27,7 +27,7 @@ async def healthz() -> Response:
 
 
 @router.get("/readyz")
-async def readyz(gateway: GatewayDep) -> Response:
-    if gateway.lifecycle.draining:
+async def readyz(services: ServicesDep) -> Response:
+    if services.lifecycle.draining:
         return json_response({"status": "draining"}, status_code=503)
-    return json_response({"status": "ready", "inflight": gateway.lifecycle.inflight})
+    return json_response({"status": "ready", "inflight": services.lifecycle.inflight})

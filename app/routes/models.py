@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoints: ``/v1/chat/completions`` and ``/v1/models``."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``, in the OpenAI shape or, with ``anthropic-version``, Anthropic's."""
 
 from __future__ import annotations
 
@@ -9,35 +9,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.catalog import CatalogModel
-from app.chat_request import ChatRequest, model_of, parse_chat_request
-from app.dialects.openai_chat import OpenAIDialect
 from app.errors import ModelNotFound
-from app.inbound import CallDep, GatewayDep
 from app.json import json_response
-from app.pipeline import authenticate, check_ip
-from app.relay import Dialect
-from app.ticket import Ticket
+from app.keys import authenticate
+from app.limits.checks import check_ip
+from app.routes.deps import InboundDep, ServicesDep
 
 router = APIRouter()
-
-
-class OpenAIChat:
-    endpoint = "chat.completions"
-
-    def model_name(self, body: Any) -> str:
-        return model_of(body)
-
-    def parse(self, body: Any) -> ChatRequest:
-        return parse_chat_request(body)
-
-    def render(self, chat: dict[str, Any], raw: bytes, ticket: Ticket) -> bytes:
-        return raw  # the upstream's answer goes out as it came, model id included
-
-    def dialect(self, request: ChatRequest, ticket: Ticket) -> Dialect:
-        return OpenAIDialect(include_usage=request.include_usage)
-
-
-OPENAI_CHAT = OpenAIChat()  # served by app.asgi for POST /v1/chat/completions
 
 
 def model_card(model: CatalogModel, *, anthropic: bool) -> dict[str, Any]:
@@ -64,22 +42,22 @@ def model_card(model: CatalogModel, *, anthropic: bool) -> dict[str, Any]:
     }
 
 
-def _listed(gateway: Any) -> list[tuple[str, CatalogModel]]:
+def _listed(services: ServicesDep) -> list[tuple[str, CatalogModel]]:
     """Every public id, plus ``claude-*`` aliases so Claude Code's model discovery can show them."""
     listed = []
-    for model in gateway.catalog.models:
+    for model in services.catalog.models:
         listed.append((model.id, model))
         listed.extend((alias, model) for alias in model.aliases if alias.startswith(("claude", "anthropic")))
     return listed
 
 
 @router.get("/v1/models")
-async def list_models(request: Request, gateway: GatewayDep, call: CallDep) -> Response:
-    await check_ip(gateway, call)
-    await authenticate(gateway, call)
+async def list_models(request: Request, services: ServicesDep, inbound: InboundDep) -> Response:
+    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await authenticate(services.keys, inbound.api_key)
     anthropic = "anthropic-version" in request.headers
     cards = []
-    for name, model in _listed(gateway):
+    for name, model in _listed(services):
         card = model_card(model, anthropic=anthropic)
         card["id"] = name
         if anthropic:
@@ -98,10 +76,10 @@ async def list_models(request: Request, gateway: GatewayDep, call: CallDep) -> R
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, request: Request, gateway: GatewayDep, call: CallDep) -> Response:
-    await check_ip(gateway, call)
-    await authenticate(gateway, call)
-    model = gateway.catalog.resolve(model_id)
+async def get_model(model_id: str, request: Request, services: ServicesDep, inbound: InboundDep) -> Response:
+    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await authenticate(services.keys, inbound.api_key)
+    model = services.catalog.resolve(model_id)
     if model is None:
         raise ModelNotFound(model_id)
     return json_response(model_card(model, anthropic="anthropic-version" in request.headers))

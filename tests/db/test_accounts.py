@@ -22,7 +22,7 @@ from app.keys import KeyStore, generate_key, hash_key, well_formed
 from app.money.ledger import Ledger
 from app.tables import api_keys
 from app.tables import ledger as ledger_table
-from tests.db.conftest import Books
+from tests.support.books import Books
 
 
 @pytest.fixture
@@ -192,7 +192,7 @@ async def test_naive_expiry_is_read_as_utc(db: Database, catalog: Catalog) -> No
 
 
 async def test_topup_adds_exactly_and_keeps_the_books(books: Books, db: Database) -> None:
-    ledger = Ledger(db, owner="admin", hold_ttl=60)
+    ledger = Ledger(db, owner="admin", lease_seconds=60)
     key = await books.new_key("0.10")
     shown = await topup_key(db, ledger, key, TopUp(amount_usd=Decimal("0.000000000001")))
     assert shown is not None

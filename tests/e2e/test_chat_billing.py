@@ -29,7 +29,7 @@ def test_cached_tokens_use_the_cached_price_and_reasoning_is_output(
     gateway: GatewayProcess, fake: FakeUpstreamThread, stream: bool
 ) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"reasoning": "Let me think.", "usage": usage(1000, 3000, cached=400, reasoning=1000)})
+    fake.enqueue({"reasoning": "Let me think.", "usage": usage(1000, 900, cached=400, reasoning=300)})
     with openai_client(gateway, key) as client:
         raw = client.chat.completions.with_raw_response.create(
             model="doubao-seed-2.0-pro", messages=HELLO, stream=stream
@@ -37,18 +37,18 @@ def test_cached_tokens_use_the_cached_price_and_reasoning_is_output(
         if stream:
             list(raw.parse())
         request_id = raw.headers["x-request-id"]
-    # 600 * 0.47/M + 400 * 0.09/M + 3000 * 2.37/M = 0.000282 + 0.000036 + 0.00711
+    # 600 * 0.47/M + 400 * 0.09/M + 900 * 2.37/M = 0.000282 + 0.000036 + 0.002133
     view = gateway.key(key_id)
-    assert view["balance_usd"] == "0.992572"
-    assert view["spent_usd"] == "0.007428"
+    assert view["balance_usd"] == "0.997549"
+    assert view["spent_usd"] == "0.002451"
     assert view["held_usd"] == "0.00"
     [row] = gateway.usage(key_id)
     assert row["request_id"] == request_id
     assert row["key_id"] == key_id
     assert row["model"] == "doubao-seed-2.0-pro"
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (1000, 3000)
-    assert (row["cached_tokens"], row["reasoning_tokens"]) == (400, 1000)
-    assert row["cost_usd"] == "0.007428"
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (1000, 900)
+    assert (row["cached_tokens"], row["reasoning_tokens"]) == (400, 300)
+    assert row["cost_usd"] == "0.002451"
     assert row["status"] == "ok"
     assert row["partial"] is False
     assert row["estimated"] is False
@@ -62,13 +62,13 @@ def test_model_without_cached_price_bills_cached_tokens_at_the_input_price(
     gateway: GatewayProcess, fake: FakeUpstreamThread
 ) -> None:
     key_id, key = gateway.create_key("0.5")
-    fake.enqueue({"usage": usage(10_000, 5_000, cached=8_000)})
+    fake.enqueue({"usage": usage(10_000, 1_000, cached=8_000)})
     with api_client(gateway, key) as http:
         assert http.post("/v1/chat/completions", json=chat_body(model="doubao-seed-2.0-mini")).status_code == 200
-    # 10000 * 0.14/M + 5000 * 0.69/M = 0.0014 + 0.00345
+    # 10000 * 0.14/M + 1000 * 0.69/M = 0.0014 + 0.00069
     [row] = gateway.usage(key_id)
-    assert row["cost_usd"] == "0.00485"
-    assert gateway.key(key_id)["balance_usd"] == "0.49515"
+    assert row["cost_usd"] == "0.00209"
+    assert gateway.key(key_id)["balance_usd"] == "0.49791"
 
 
 def test_balance_is_exact_after_many_requests(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
@@ -126,7 +126,10 @@ def test_cost_above_the_hold_charges_down_to_zero_never_below(
     assert key_view["held_usd"] == "0.00"
     [row] = gateway.usage(key_id)
     assert row["cost_usd"] == "0.001"
-    assert Decimal(row["shortfall_usd"]) == Decimal("2.84") - Decimal("0.001")
+    # the claimed usage is first clamped to what the request could produce: the context window of
+    # prompt (262,144 tokens) and max_tokens of answer: 262144 * 0.47/M + 10 * 2.37/M = 0.12323138
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (262_144, 10)
+    assert Decimal(row["shortfall_usd"]) == Decimal("0.12323138") - Decimal("0.001")
     assert gateway.ledger()["balanced"] is True
 
 

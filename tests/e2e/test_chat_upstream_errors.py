@@ -21,6 +21,7 @@ from tests.support.gateway import (
     UPSTREAM_KEY,
     GatewayProcess,
     api_client,
+    assert_prompt_estimate_charged,
     assert_untouched,
     chat_body,
     dedicated_gateway,
@@ -178,5 +179,5 @@ def test_upstream_silent_past_read_timeout_is_504(gateway: GatewayProcess, fake:
         assert error["type"] == "timeout_error"
         assert error["code"] == "upstream_timeout"
     assert len(fake.requests) == 2  # the request was written: a read timeout is never retried
-    assert_untouched(gateway, key_id, "1.00")
-    assert gateway.ledger()["balanced"] is True
+    # the upstream had both requests and works on them: each costs its prompt estimate
+    assert_prompt_estimate_charged(gateway, key_id, count=2)

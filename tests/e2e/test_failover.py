@@ -36,9 +36,9 @@ from tests.support.gateway import (
 )
 
 PRICE = {"input": 0.47, "output": 2.37}
-USAGE = {"prompt_tokens": 1000, "completion_tokens": 2000}
-COST = "0.00521"  # 1000 x 0.47/M + 2000 x 2.37/M
-BALANCE_AFTER = "0.99479"
+USAGE = {"prompt_tokens": 1000, "completion_tokens": 800}
+COST = "0.002366"  # 1000 x 0.47/M + 800 x 2.37/M (the output cap is 1000)
+BALANCE_AFTER = "0.997634"
 MAX_ATTEMPTS = 3
 BREAKER_COOLDOWN = 1.0
 
@@ -187,7 +187,7 @@ def one_usage_row(gateway: GatewayProcess, key_id: str, *, upstream_model: str) 
     """The single usage row of a request answered with ``USAGE``; nothing held, the ledger balanced."""
     [row] = settled_rows(gateway, key_id)
     assert (row["upstream_model"], row["status"], row["partial"]) == (upstream_model, "ok", False), row
-    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (1000, 2000, COST), row
+    assert (row["prompt_tokens"], row["completion_tokens"], row["cost_usd"]) == (1000, 800, COST), row
     key = gateway.key(key_id)
     assert (key["balance_usd"], key["held_usd"], key["spent_usd"]) == (BALANCE_AFTER, "0.00", COST), key
     assert gateway.ledger()["balanced"] is True

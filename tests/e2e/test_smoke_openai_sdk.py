@@ -14,17 +14,17 @@ def client(gateway: GatewayProcess, key: str) -> openai.OpenAI:
 
 def test_non_stream_answer_is_billed_exactly(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     key_id, key = gateway.create_key("1")
-    fake.enqueue({"content": "Hi!", "usage": {"prompt_tokens": 1000, "completion_tokens": 2000}})
+    fake.enqueue({"content": "Hi!", "usage": {"prompt_tokens": 1000, "completion_tokens": 800}})
     answer = client(gateway, key).chat.completions.create(
         model="doubao-seed-2.0-pro", messages=[{"role": "user", "content": "hello"}]
     )
     assert answer.choices[0].message.content == "Hi!"
-    # 1000 * 0.47/M + 2000 * 2.37/M = 0.00047 + 0.00474 = 0.00521
-    assert gateway.key(key_id)["balance_usd"] == "0.99479"
+    # 1000 * 0.47/M + 800 * 2.37/M = 0.00047 + 0.001896 = 0.002366
+    assert gateway.key(key_id)["balance_usd"] == "0.997634"
     [row] = gateway.usage(key_id)
-    assert row["cost_usd"] == "0.00521"
+    assert row["cost_usd"] == "0.002366"
     assert row["prompt_tokens"] == 1000
-    assert row["completion_tokens"] == 2000
+    assert row["completion_tokens"] == 800
     assert row["partial"] is False
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -228,6 +229,21 @@ def assert_untouched(gateway: GatewayProcess, key_id: str, balance_usd: str) -> 
     key = gateway.key(key_id)
     assert (key["balance_usd"], key["held_usd"], key["spent_usd"]) == (balance_usd, "0.00", "0.00"), key
     assert gateway.usage(key_id) == []
+
+
+def assert_prompt_estimate_charged(gateway: GatewayProcess, key_id: str, count: int = 1) -> list[dict[str, Any]]:
+    """The upstream had the request and timed out: each row is its prompt estimate, partial and estimated,
+    no answer tokens, and the balance went down by exactly the rows' cost."""
+    rows = settled_rows(gateway, key_id, count)
+    for row in rows:
+        assert (row["partial"], row["estimated"], row["completion_tokens"]) == (True, True, 0), row
+        assert row["prompt_tokens"] > 0, row
+        assert Decimal(row["cost_usd"]) > 0, row
+    key = gateway.key(key_id)
+    spent = sum(Decimal(row["cost_usd"]) for row in rows)
+    assert Decimal(key["topped_up_usd"]) - Decimal(key["balance_usd"]) == spent, key
+    assert gateway.ledger()["balanced"] is True
+    return rows
 
 
 def settled_rows(gateway: GatewayProcess, key_id: str, count: int = 1, timeout: float = 5.0) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.breaker import RECENT, Breakers, Health
+from app.breaker import RECENT, Breaker, Breakers
 
 FAILURES = 3
 COOLDOWN = 10.0
@@ -31,7 +31,7 @@ def breakers(clock: FakeClock) -> Breakers:
     return Breakers(failures=FAILURES, cooldown=COOLDOWN, clock=clock)
 
 
-def opened(breakers: Breakers, key: str = "ark/model") -> Health:
+def opened(breakers: Breakers, key: str = "ark/model") -> Breaker:
     health = breakers[key]
     for _ in range(FAILURES):
         assert health.allows()

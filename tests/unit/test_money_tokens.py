@@ -2,16 +2,15 @@ from typing import Any
 
 import pytest
 
-from app.catalog import Prices
 from app.money.tokens import (
     MEDIA_PART_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     TokenUsage,
+    answer_output_tokens,
     estimate_prompt_tokens,
+    output_tokens,
     text_tokens,
 )
-
-PRICES = Prices(input=470_000, output=2_370_000, cached_input=90_000)
 
 
 @pytest.mark.parametrize(
@@ -119,20 +118,34 @@ def test_garbage_details_count_as_zero(details) -> None:
     assert TokenUsage.from_openai({"prompt_tokens": 5, "completion_tokens": 6, **details}) == TokenUsage(5, 6)
 
 
-def test_cost_of_plain_usage() -> None:
-    assert TokenUsage(1_000_000, 1_000_000).cost(PRICES) == 470_000 * 10**6 + 2_370_000 * 10**6
+def test_output_counts_content_reasoning_refusal_and_every_tool_call() -> None:
+    message = {
+        "content": "abcd" * 10,  # 10
+        "reasoning_content": "efgh" * 5,  # 5
+        "refusal": "no!!",  # 1
+        "tool_calls": [
+            {"function": {"name": "read", "arguments": "x" * 40_000}},  # 1 + 10,000
+            {"function": {"name": "writ", "arguments": "{}"}},  # 1 + 1
+            "garbage",
+        ],
+    }
+    assert output_tokens(message) == 10 + 5 + 1 + 1 + 10_000 + 1 + 1
 
 
-def test_cached_tokens_are_billed_at_the_cached_price() -> None:
-    usage = TokenUsage(prompt_tokens=100, completion_tokens=10, cached_tokens=40)
-    assert usage.cost(PRICES) == 60 * 470_000 + 40 * 90_000 + 10 * 2_370_000
+def test_output_of_a_stream_delta_is_counted_the_same_way() -> None:
+    delta = {"tool_calls": [{"index": 0, "function": {"arguments": "abcdabcd"}}]}
+    assert output_tokens(delta) == 2
+    assert output_tokens(None) == 0
+    assert output_tokens({"content": None, "tool_calls": None}) == 0
 
 
-def test_reasoning_tokens_are_inside_completion_and_not_billed_twice() -> None:
-    with_reasoning = TokenUsage(prompt_tokens=10, completion_tokens=50, reasoning_tokens=45)
-    without = TokenUsage(prompt_tokens=10, completion_tokens=50)
-    assert with_reasoning.cost(PRICES) == without.cost(PRICES) == 10 * 470_000 + 50 * 2_370_000
+def test_a_whole_answer_counts_every_choice() -> None:
+    choices = [{"message": {"content": "abcd"}}, {"message": {"tool_calls": [{"function": {"arguments": "abcd"}}]}}, 7]
+    assert answer_output_tokens(choices) == 2
 
 
-def test_zero_usage_costs_nothing() -> None:
-    assert TokenUsage(0, 0).cost(PRICES) == 0
+def test_json_too_deep_to_serialise_is_still_counted() -> None:
+    part: dict[str, object] = {"type": "x"}
+    for _ in range(300):
+        part = {"type": "x", "nested": part}
+    assert estimate_prompt_tokens([{"role": "user", "content": [part]}]) > 300

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
@@ -41,6 +42,18 @@ def broken() -> UpstreamFailure:
     return UpstreamFailure(UpstreamError("The upstream connection failed."), retryable=False)
 
 
+class AcceptedAnswer:
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers: dict[str, str] = {}
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        yield b""
+
+    async def aclose(self) -> None:
+        return None
+
+
 class ScriptedUpstream(Upstream):
     """An ``Upstream`` that answers from a list of outcomes (200 once the list is used up)."""
 
@@ -57,7 +70,7 @@ class ScriptedUpstream(Upstream):
             raise step
         if step:
             await asyncio.sleep(step)
-        response = UpstreamResponse.__new__(UpstreamResponse)  # never read: the router only hands it on
+        response: UpstreamResponse = AcceptedAnswer()  # never read: the router only hands it on
         self.accepted.append(response)
         return response
 
@@ -93,8 +106,7 @@ def routing(**fields: Any) -> RoutingSettings:
     return RoutingSettings(**{**defaults, **fields})
 
 
-def body_for(target: Target) -> dict[str, Any]:
-    return {"messages": [{"role": "user", "content": "hi"}], "stream": False}
+BODY: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}], "stream": False}
 
 
 def deadline(seconds: float = 30.0) -> float:
@@ -163,7 +175,7 @@ MAIN_AND_BACKUP = (A, Target("b", "model-b", priority=2))
 async def test_first_target_that_accepts_answers_and_attempts_are_counted(scripted: ScriptedUpstreams) -> None:
     scripted.script("a", http(503))
     router = Router(routing(), scripted.upstreams)
-    target, response, attempts = await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline())
+    target, response, attempts = await router.open(model(*MAIN_AND_BACKUP), BODY, deadline=deadline())
     assert (target.upstream, attempts) == ("b", 2)
     assert scripted.by_name["b"].accepted == [response]
     assert scripted.called() == ["a", "b"]
@@ -178,7 +190,7 @@ async def test_a_single_target_is_retried_after_a_refusal_before_content(
 ) -> None:
     scripted.script("a", http(status), http(status))
     router = Router(routing(max_backoff_seconds=0), scripted.upstreams)
-    _, _, attempts = await router.open(model(A), body_for, deadline=deadline())
+    _, _, attempts = await router.open(model(A), BODY, deadline=deadline())
     assert attempts == 3
     assert scripted.called() == ["a", "a", "a"]
 
@@ -192,7 +204,7 @@ async def test_a_client_class_answer_is_not_retried(
     scripted.script("a", http(status))
     router = Router(routing(), scripted.upstreams)
     with pytest.raises(UpstreamFailure) as caught:
-        await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline())
+        await router.open(model(*MAIN_AND_BACKUP), BODY, deadline=deadline())
     assert isinstance(caught.value.error, error)
     assert caught.value.attempts == 1
     assert scripted.called() == ["a"]
@@ -203,7 +215,7 @@ async def test_a_request_the_upstream_took_is_not_sent_again(scripted: ScriptedU
     scripted.script("a", failure())
     router = Router(routing(), scripted.upstreams)
     with pytest.raises(UpstreamFailure) as caught:
-        await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline())
+        await router.open(model(*MAIN_AND_BACKUP), BODY, deadline=deadline())
     assert caught.value.error.status in (502, 504)
     assert caught.value.attempts == 1
     assert scripted.called() == ["a"]
@@ -214,7 +226,7 @@ async def test_unreachable_everywhere_stops_at_max_attempts_with_a_502(scripted:
     scripted.script("b", *(unreachable() for _ in range(10)))
     router = Router(routing(max_attempts=4), scripted.upstreams)
     with pytest.raises(UpstreamFailure) as caught:
-        await router.open(model(A, B), body_for, deadline=deadline())
+        await router.open(model(A, B), BODY, deadline=deadline())
     assert isinstance(caught.value.error, UpstreamError)
     assert caught.value.error.status == 502
     assert caught.value.attempts == 4
@@ -225,7 +237,7 @@ async def test_the_last_refusal_reaches_the_client_when_attempts_run_out(scripte
     scripted.script("a", http(503), http(503), http(429, "7"))
     router = Router(routing(max_backoff_seconds=0), scripted.upstreams)
     with pytest.raises(UpstreamFailure) as caught:
-        await router.open(model(A), body_for, deadline=deadline())
+        await router.open(model(A), BODY, deadline=deadline())
     assert isinstance(caught.value.error, RateLimited)
     assert caught.value.error.headers["retry-after"] == "7"
     assert caught.value.attempts == 3
@@ -239,7 +251,7 @@ async def test_an_answer_slower_than_the_total_deadline_is_a_timeout_without_ret
     loop = asyncio.get_running_loop()
     started = loop.time()
     with pytest.raises(UpstreamFailure) as caught:
-        await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline(0.2))
+        await router.open(model(*MAIN_AND_BACKUP), BODY, deadline=deadline(0.2))
     assert loop.time() - started < 1.0
     assert isinstance(caught.value.error, UpstreamTimeout)
     assert caught.value.attempts == 1
@@ -253,7 +265,7 @@ async def test_an_answer_slower_than_the_total_deadline_is_a_timeout_without_ret
 async def test_back_off_doubles_between_attempts(scripted: ScriptedUpstreams, sleeps: list[float]) -> None:
     scripted.script("a", unreachable(), unreachable(), unreachable())
     router = Router(routing(max_attempts=4, backoff_seconds=0.1, max_backoff_seconds=5), scripted.upstreams)
-    _, _, attempts = await router.open(model(A), body_for, deadline=deadline())
+    _, _, attempts = await router.open(model(A), BODY, deadline=deadline())
     assert attempts == 4
     assert sleeps == pytest.approx([0.1, 0.2, 0.4])
 
@@ -261,7 +273,7 @@ async def test_back_off_doubles_between_attempts(scripted: ScriptedUpstreams, sl
 async def test_back_off_honours_retry_after(scripted: ScriptedUpstreams, sleeps: list[float]) -> None:
     scripted.script("a", http(429, "2"), http(503, "3"))
     router = Router(routing(backoff_seconds=0.1, max_backoff_seconds=10), scripted.upstreams)
-    _, _, attempts = await router.open(model(A), body_for, deadline=deadline())
+    _, _, attempts = await router.open(model(A), BODY, deadline=deadline())
     assert attempts == 3
     assert sleeps == pytest.approx([2.0, 3.0])
 
@@ -269,7 +281,7 @@ async def test_back_off_honours_retry_after(scripted: ScriptedUpstreams, sleeps:
 async def test_back_off_never_exceeds_its_cap(scripted: ScriptedUpstreams, sleeps: list[float]) -> None:
     scripted.script("a", http(429, "60"))
     router = Router(routing(backoff_seconds=0.1, max_backoff_seconds=1.5), scripted.upstreams)
-    await router.open(model(A), body_for, deadline=deadline())
+    await router.open(model(A), BODY, deadline=deadline())
     assert sleeps == pytest.approx([1.5])
 
 
@@ -277,7 +289,7 @@ async def test_no_retry_whose_wait_would_pass_the_deadline(scripted: ScriptedUps
     scripted.script("a", http(429, "5"))
     router = Router(routing(backoff_seconds=0.1, max_backoff_seconds=10), scripted.upstreams)
     with pytest.raises(UpstreamFailure) as caught:
-        await router.open(model(A), body_for, deadline=deadline(2.0))
+        await router.open(model(A), BODY, deadline=deadline(2.0))
     assert isinstance(caught.value.error, RateLimited)
     assert caught.value.error.headers["retry-after"] == "5"
     assert sleeps == []
@@ -289,7 +301,7 @@ async def test_a_real_back_off_really_waits(scripted: ScriptedUpstreams) -> None
     router = Router(routing(backoff_seconds=0.2), scripted.upstreams)
     loop = asyncio.get_running_loop()
     started = loop.time()
-    await router.open(model(A), body_for, deadline=deadline())
+    await router.open(model(A), BODY, deadline=deadline())
     assert 0.18 <= loop.time() - started < 2.0
 
 
@@ -308,9 +320,9 @@ async def test_a_target_with_an_open_circuit_is_skipped(scripted: ScriptedUpstre
     scripted.script("a", http(503), http(503))
     router = Router(routing(breaker_failures=2), scripted.upstreams)
     for _ in range(2):
-        _, _, attempts = await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline())
+        _, _, attempts = await router.open(model(*MAIN_AND_BACKUP), BODY, deadline=deadline())
         assert attempts == 2
-    target, _, attempts = await router.open(model(*MAIN_AND_BACKUP), body_for, deadline=deadline())
+    target, _, attempts = await router.open(model(*MAIN_AND_BACKUP), BODY, deadline=deadline())
     assert (target.upstream, attempts) == ("b", 1)
     assert scripted.called() == ["a", "b", "a", "b", "b"]
     health = {row["target"]: row for row in router.snapshot()}
@@ -325,9 +337,9 @@ async def test_every_circuit_open_gives_503_with_retry_after(scripted: ScriptedU
     scripted.script("a", http(503))
     router = Router(routing(breaker_failures=1, breaker_cooldown_seconds=20), scripted.upstreams)
     with pytest.raises(UpstreamFailure):
-        await router.open(model(A), body_for, deadline=deadline())
+        await router.open(model(A), BODY, deadline=deadline())
     with pytest.raises(ServiceUnavailable) as caught:
-        await router.open(model(A), body_for, deadline=deadline())
+        await router.open(model(A), BODY, deadline=deadline())
     assert 1 <= int(caught.value.headers["retry-after"]) <= 20
     assert scripted.called() == ["a"]
 
@@ -337,7 +349,7 @@ async def test_the_client_own_4xx_does_not_count_against_a_target(scripted: Scri
     router = Router(routing(breaker_failures=2), scripted.upstreams)
     for _ in range(5):
         with pytest.raises(UpstreamFailure):
-            await router.open(model(A), body_for, deadline=deadline())
+            await router.open(model(A), BODY, deadline=deadline())
     assert router.breakers["a/model-a"].state == "closed"
 
 
@@ -347,13 +359,13 @@ async def test_a_probe_answered_with_a_4xx_does_not_shut_the_target_out(scripted
     router.breakers = Breakers(failures=1, cooldown=10, clock=clock)
     scripted.script("a", http(503), http(400))
     with pytest.raises(UpstreamFailure):
-        await router.open(model(A), body_for, deadline=deadline())
+        await router.open(model(A), BODY, deadline=deadline())
     clock.now += 10
     with pytest.raises(UpstreamFailure) as caught:  # the probe: the upstream answers, the request was bad
-        await router.open(model(A), body_for, deadline=deadline())
+        await router.open(model(A), BODY, deadline=deadline())
     assert caught.value.error.status == 400
     clock.now += 10
-    _, _, attempts = await router.open(model(A), body_for, deadline=deadline())
+    _, _, attempts = await router.open(model(A), BODY, deadline=deadline())
     assert attempts == 1
     assert scripted.called() == ["a", "a", "a"]
     assert router.breakers["a/model-a"].state == "closed"

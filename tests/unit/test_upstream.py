@@ -221,7 +221,7 @@ async def test_200_returns_the_open_response_and_sends_key_and_body(serve, make_
     upstream = make_upstream(await serve(handler))
     response = await upstream.open({"model": "m", "messages": []})
     try:
-        assert response.status_code == 200
+        assert response.status == 200
         chunks = [chunk async for chunk in response.aiter_bytes()]
     finally:
         await response.aclose()

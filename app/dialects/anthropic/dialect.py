@@ -1,4 +1,4 @@
-"""The Anthropic Messages API as a pipeline frontend: translate in, run the same flow, translate out.
+"""``POST /v1/messages``: the Anthropic Messages API translated in, the same flow, translated out.
 
 Keys, limits, reservations and usage rows are exactly those of ``/v1/chat/completions``: only the
 shape of the request, the answer and the stream differs. Thinking blocks carry a gateway-made
@@ -16,12 +16,12 @@ from typing import Any
 import orjson
 
 from app.chat_request import ChatRequest, model_of, parse_chat_request
-from app.dialects.anthropic.errors import AnthropicRequestError, anthropic_status_for_upstream, error_type_for_status
+from app.dialects import Reply
+from app.dialects.anthropic.errors import AnthropicRequestError
 from app.dialects.anthropic.request import messages_to_chat
 from app.dialects.anthropic.response import chat_to_message
 from app.dialects.anthropic.stream import MessageStreamTranslator
-from app.errors import GatewayError, InvalidRequest
-from app.ticket import Ticket
+from app.errors import Envelope, GatewayError, InvalidRequest, anthropic_error_type
 
 
 class Signer:
@@ -33,12 +33,12 @@ class Signer:
         return base64.b64encode(digest).decode()
 
 
-def message_id(ticket: Ticket) -> str:
-    return "msg_" + ticket.request_id.removeprefix("req_")
+def message_id(reply: Reply) -> str:
+    return "msg_" + reply.request_id.removeprefix("req_")
 
 
-class AnthropicDialect:
-    """Relay output for Anthropic clients: each OpenAI chunk becomes Messages stream events."""
+class MessagesStream:
+    """Each OpenAI chunk becomes Messages stream events."""
 
     def __init__(self, translator: MessageStreamTranslator) -> None:
         self._t = translator
@@ -53,8 +53,7 @@ class AnthropicDialect:
         return self._t.finish()
 
     def error(self, error: GatewayError) -> bytes:
-        status = anthropic_status_for_upstream(error.status) if error.status >= 500 else error.status
-        return self._t.fail(error_type_for_status(status), error.message)
+        return self._t.fail(anthropic_error_type(error.status), error.message)
 
     def heartbeat(self) -> bytes:
         return self._t.ping()
@@ -62,6 +61,7 @@ class AnthropicDialect:
 
 class AnthropicMessages:
     endpoint = "messages"
+    envelope: Envelope = "anthropic"
 
     def __init__(self, signer: Signer) -> None:
         self._sign = signer
@@ -76,11 +76,9 @@ class AnthropicMessages:
             raise InvalidRequest(exc.message, param=exc.param) from None
         return parse_chat_request(chat)
 
-    def render(self, chat: dict[str, Any], raw: bytes, ticket: Ticket) -> bytes:
-        return orjson.dumps(
-            chat_to_message(chat, model=ticket.model.id, message_id=message_id(ticket), sign=self._sign)
-        )
+    def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
+        return orjson.dumps(chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign))
 
-    def dialect(self, request: ChatRequest, ticket: Ticket) -> AnthropicDialect:
-        translator = MessageStreamTranslator(ticket.model.id, message_id(ticket), ticket.plan.prompt_tokens, self._sign)
-        return AnthropicDialect(translator)
+    def stream(self, request: ChatRequest, reply: Reply) -> MessagesStream:
+        translator = MessageStreamTranslator(reply.model, message_id(reply), reply.prompt_tokens, self._sign)
+        return MessagesStream(translator)

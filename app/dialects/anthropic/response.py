@@ -21,17 +21,6 @@ from typing import Any
 
 import orjson
 
-from app.dialects.anthropic.errors import error_body, error_type_for_status
-
-__all__ = [
-    "chat_to_message",
-    "error_body",
-    "error_type_for_status",
-    "stop_reason_for",
-    "tool_input",
-    "usage_to_anthropic",
-]
-
 _STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.dialects.anthropic import anthropic_status_for_upstream, error_body, error_type_for_status
+from app.errors import anthropic_error_body, anthropic_error_type, anthropic_status
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ from app.dialects.anthropic import anthropic_status_for_upstream, error_body, er
     ],
 )
 def test_status_maps_to_anthropic_error_type(status: int, error_type: str) -> None:
-    assert error_type_for_status(status) == error_type
+    assert anthropic_error_type(status) == error_type
 
 
 @pytest.mark.parametrize(
@@ -34,11 +34,11 @@ def test_status_maps_to_anthropic_error_type(status: int, error_type: str) -> No
     [(429, 429), (503, 529), (529, 529), (502, 500), (500, 500), (504, 504), (400, 400)],
 )
 def test_upstream_errors_are_restatused_for_claude_clients(upstream: int, sent: int) -> None:
-    assert anthropic_status_for_upstream(upstream) == sent
+    assert anthropic_status(upstream) == sent
 
 
 def test_error_body_is_the_anthropic_envelope() -> None:
-    assert error_body(429, "Slow down.", "req_123") == {
+    assert anthropic_error_body(429, "Slow down.", "req_123") == {
         "type": "error",
         "error": {"type": "rate_limit_error", "message": "Slow down."},
         "request_id": "req_123",

@@ -1,0 +1,72 @@
+"""The limit checks of the request flow: per client address (before auth), then per key.
+
+Order (RELIABILITY.md): the per-IP window counts every request, authenticated or not, so failed
+logins are limited too; the per-key checks come after authentication and validation:
+requests/min, tokens/min (the prompt estimate, corrected when the request ends), and concurrent
+requests (a slot held until the request ends).
+"""
+
+from __future__ import annotations
+
+from app.errors import RateLimited
+from app.keys import KeyRecord
+from app.limits.limiter import Limiter, ratelimit_headers
+from app.settings import KeyDefaults, RateWindow
+
+
+def concurrency_bucket(key_id: str) -> str:
+    return f"conc:{key_id}"
+
+
+def tpm_bucket(key_id: str) -> str:
+    return f"tpm:{key_id}"
+
+
+async def check_ip(limiter: Limiter, window: RateWindow, client_ip: str) -> None:
+    decision = await limiter.hit(f"ip:{client_ip}", limit=window.requests, window_seconds=window.window_seconds)
+    if not decision.allowed:
+        raise RateLimited(
+            "Too many requests from this address; slow down.",
+            headers=ratelimit_headers(decision),
+            fallback_suggestion=f"retry after {max(1, round(decision.retry_after))} seconds",
+        )
+
+
+async def limit_key(
+    limiter: Limiter, key: KeyRecord, defaults: KeyDefaults, *, prompt_tokens: int, slot_ttl: float
+) -> dict[str, str]:
+    """Requests/min, tokens/min and a concurrency slot for ``key``; the ``x-ratelimit-*`` headers.
+
+    The caller owns the slot from here on and gives it back with ``release_key``.
+    """
+    tpm_limit = key.tpm or defaults.tpm
+    if prompt_tokens > tpm_limit:
+        # it can never fit: tell the SDKs not to retry, and spend none of the key's request budget
+        raise RateLimited(
+            f"This request (~{prompt_tokens} prompt tokens) exceeds the key's limit of {tpm_limit} tokens per minute.",
+            code="request_exceeds_tpm",
+            headers={"x-should-retry": "false"},
+        )
+    rpm = await limiter.hit(f"rpm:{key.id}", limit=key.rpm or defaults.rpm, window_seconds=60)
+    if not rpm.allowed:
+        raise RateLimited("This key's requests-per-minute limit is reached.", headers=ratelimit_headers(rpm))
+    tpm = await limiter.hit(tpm_bucket(key.id), limit=tpm_limit, window_seconds=60, cost=prompt_tokens)
+    if not tpm.allowed:
+        raise RateLimited("This key's tokens-per-minute limit is reached.", headers=ratelimit_headers(tpm))
+    limit = key.max_concurrent or defaults.max_concurrent
+    if not await limiter.acquire(concurrency_bucket(key.id), limit=limit, ttl_seconds=slot_ttl):
+        raise RateLimited(f"This key already has {limit} requests running.", headers={"retry-after": "1"})
+    return {
+        "x-ratelimit-limit-requests": str(rpm.limit),
+        "x-ratelimit-remaining-requests": str(rpm.remaining),
+        "x-ratelimit-limit-tokens": str(tpm.limit),
+        "x-ratelimit-remaining-tokens": str(tpm.remaining),
+    }
+
+
+async def release_key(limiter: Limiter, key_id: str, *, tokens_estimated: int, tokens_used: int) -> None:
+    """Give back the concurrency slot and correct the tokens/min estimate with what was used."""
+    await limiter.release(concurrency_bucket(key_id))
+    correction = tokens_used - tokens_estimated
+    if correction:
+        await limiter.add(tpm_bucket(key_id), window_seconds=60, cost=correction)

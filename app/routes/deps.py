@@ -1,0 +1,41 @@
+"""Dependency aliases for the FastAPI routes: signatures read like prose, resources come from the lifespan."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.errors import AuthenticationFailed
+from app.inbound import Inbound, api_key_of
+from app.keys import hmac_equal
+from app.services import Services
+
+
+async def get_services(request: Request) -> Services:  # async: a sync dependency costs a thread hop
+    services: Services = request.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_inbound(request: Request, services: ServicesDep) -> Inbound:
+    inbound = Inbound.of(
+        request.scope, request.receive, trusted=services.trusted, max_body_bytes=services.settings.server.max_body_bytes
+    )
+    request.state.client_ip = inbound.client_ip
+    return inbound
+
+
+InboundDep = Annotated[Inbound, Depends(get_inbound)]
+
+
+async def require_admin(request: Request, services: ServicesDep) -> None:
+    token = api_key_of(request.headers) or ""
+    master = services.settings.admin.master_key.get_secret_value()
+    if not master or not hmac_equal(token, master):
+        raise AuthenticationFailed("Admin endpoints need 'Authorization: Bearer <master key>'.")
+
+
+AdminDep = Depends(require_admin)
