@@ -103,9 +103,10 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
         await reserve(services, admission)
         if admission.quote.capped_from is not None:
             headers["x-seedgate-max-tokens-capped"] = str(admission.quote.max_output_tokens)
-        admission.outcome.sent = True
         upstream_request = upstream_body(request, admission.quote)
-        admission.target, response, attempts = await services.router.open(model, upstream_request, deadline=deadline)
+        admission.target, response, attempts = await services.router.open(
+            model, upstream_request, deadline=deadline, sending=admission.outcome.mark_sent
+        )
         if attempts > 1:
             headers["x-seedgate-attempts"] = str(attempts)
         if request.stream:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 from app.breaker import Breakers
@@ -44,9 +45,18 @@ class Router:
         return [target for _, _, target in ranked]
 
     async def open(
-        self, model: CatalogModel, body: dict[str, Any], *, deadline: float
+        self,
+        model: CatalogModel,
+        body: dict[str, Any],
+        *,
+        deadline: float,
+        sending: Callable[[bool], None] = lambda _sent: None,
     ) -> tuple[Target, UpstreamResponse, int]:
-        """The first target that accepts the request: ``(target, 200 response, attempts made)``."""
+        """The first target that accepts the request: ``(target, 200 response, attempts made)``.
+
+        ``sending(True)`` is called as an attempt goes out, ``sending(False)`` when it never reached the
+        upstream: a crash in between is charged as if the upstream had the request.
+        """
         order = self.order(model)
         loop = asyncio.get_running_loop()
         delay = self.settings.backoff_seconds
@@ -63,6 +73,7 @@ class Router:
                 await asyncio.sleep(wait)
                 delay *= 2
             attempts += 1
+            sending(True)
             breaker = self.breakers[target.key]
             started = time.perf_counter()
             try:
@@ -73,6 +84,7 @@ class Router:
                     breaker.failure()
                 if not failure.retryable:
                     raise
+                sending(False)  # retryable: it never reached the upstream, or was refused before any work
                 last = failure
                 continue
             breaker.success((time.perf_counter() - started) * 1000)

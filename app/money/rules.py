@@ -123,6 +123,9 @@ class Outcome:
     usage: TokenUsage | None = None  # as the upstream reported it
     output_tokens: int = 0  # counted from what was forwarded, for when usage never arrived
 
+    def mark_sent(self, sent: bool) -> None:
+        self.sent = sent
+
 
 @dataclass(frozen=True, slots=True)
 class Charge:
