@@ -38,8 +38,8 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 self.writer = SqliteWriter(parsed.database, busy_timeout_ms=SQLITE_BUSY_TIMEOUT_MS)
-            self._writer = self._sqlite_engine(url, echo=echo, begin="BEGIN IMMEDIATE", pool_size=1)
-            self._reader = self._sqlite_engine(url, echo=echo, begin="BEGIN", pool_size=8)
+            self._write_engine = self._sqlite_engine(url, echo=echo, begin="BEGIN IMMEDIATE", pool_size=1)
+            self._read_engine = self._sqlite_engine(url, echo=echo, begin="BEGIN", pool_size=8)
         else:
             engine = create_async_engine(
                 url,
@@ -49,7 +49,7 @@ class Database:
                 pool_pre_ping=True,
                 connect_args={"server_settings": {"statement_timeout": str(POSTGRES_STATEMENT_TIMEOUT_MS)}},
             )
-            self._writer = self._reader = engine
+            self._write_engine = self._read_engine = engine
 
     @staticmethod
     def _sqlite_engine(url: str, *, echo: bool, begin: str, pool_size: int) -> AsyncEngine:
@@ -72,23 +72,19 @@ class Database:
 
         return engine
 
-    @property
-    def engine(self) -> AsyncEngine:
-        return self._writer
-
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self._writer.begin() as conn:
+        async with self._write_engine.begin() as conn:
             yield conn
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._reader.connect() as conn:
+        async with self._read_engine.connect() as conn:
             yield conn
 
     async def dispose(self) -> None:
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
-        await self._writer.dispose()
-        if self._reader is not self._writer:
-            await self._reader.dispose()
+        await self._write_engine.dispose()
+        if self._read_engine is not self._write_engine:
+            await self._read_engine.dispose()

@@ -4,7 +4,7 @@ Order: by ``priority`` (lower first); within a priority, a weighted random order
 is ``random() ** (1 / weight)``, largest first), so traffic splits by weight and every target is a
 fallback for the others. Targets whose circuit is open are skipped.
 
-Retry rule (RELIABILITY.md "Upstream calls"): another attempt is made only when the upstream never
+Retry rule (docs/reliability.md "Upstream calls"): another attempt is made only when the upstream never
 accepted the request -- a connect error, a pool timeout, or an HTTP 429/5xx answer before any
 content -- and nothing has been sent to the client, which holds by construction: attempts happen
 before the response starts. At most ``routing.max_attempts`` attempts (cycling over the targets),

@@ -30,7 +30,8 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     url = config.get_main_option("sqlalchemy.url")
-    assert url, "sqlalchemy.url must be set"
+    if not url:
+        raise RuntimeError("sqlalchemy.url must be set")
     engine = create_async_engine(url)
     try:
         async with engine.connect() as connection:

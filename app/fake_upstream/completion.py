@@ -8,7 +8,7 @@ Rules this module owns:
 - Non-stream bodies follow the OpenAI/Ark `chat.completion` shape; `reasoning_content` and `tool_calls`
   appear only when the script has them. `body_padding_bytes` grows the content with `.` until the
   encoded body is at least that large (usage is computed from the padded content).
-- Stream payloads follow PROTOCOL.md 1.3: role chunk, reasoning deltas, content deltas, tool-call
+- Stream payloads follow docs/protocol.md 1.3: role chunk, reasoning deltas, content deltas, tool-call
   fragments, the `delta: {}` chunk with `finish_reason`, then (with `include_usage`) one
   `choices: []` usage chunk, then `[DONE]`. `stream_error` replaces everything after the tool-call
   fragments with one `{"error": ...}` payload; `no_done` drops `[DONE]`.

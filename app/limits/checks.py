@@ -1,6 +1,6 @@
 """The limit checks of the request flow: per client address (before auth), then per key.
 
-Order (RELIABILITY.md): the per-IP window counts every request, authenticated or not, so failed
+Order (docs/reliability.md): the per-IP window counts every request, authenticated or not, so failed
 logins are limited too; the per-key checks come after authentication and validation:
 requests/min, tokens/min (the prompt estimate, corrected when the request ends), and concurrent
 requests (a slot held until the request ends).

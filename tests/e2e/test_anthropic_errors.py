@@ -1,4 +1,4 @@
-"""Refusals and failures reach Claude clients in the Anthropic error envelope (PROTOCOL.md 3.4, 3.5).
+"""Refusals and failures reach Claude clients in the Anthropic error envelope (docs/protocol.md 3.4, 3.5).
 
 Envelope: ``{"type": "error", "error": {"type", "message"}, "request_id": "req_..."}``. A broken
 upstream stream must end in an ``error`` event, never in a normal ``end_turn``, and leave exactly one

@@ -1,7 +1,7 @@
 """What the upstream receives when Claude Code's Messages requests pass through the gateway.
 
 The fake upstream records the translated Chat Completions body; these tests send Claude-Code-shaped
-requests with the official SDK and check that body (PROTOCOL.md 3.1 and 3.7).
+requests with the official SDK and check that body (docs/protocol.md 3.1 and 3.7).
 """
 
 from __future__ import annotations

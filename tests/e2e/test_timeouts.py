@@ -242,7 +242,7 @@ def test_silence_after_the_role_chunk_ends_the_stream_and_charges_the_prompt_est
     assert streamed_content(events) == ""
     assert events[-1]["error"]["code"] == "upstream_timeout"
     assert len(fake.requests) == 1
-    # the upstream accepted the request, then timed out: at least the prompt estimate (RELIABILITY.md)
+    # the upstream accepted the request, then timed out: at least the prompt estimate (docs/reliability.md)
     assert_prompt_estimate_charged(gateway, key_id)
 
 

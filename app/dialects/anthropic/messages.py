@@ -1,6 +1,6 @@
 """The Anthropic ``messages`` array -> OpenAI chat messages (validation included).
 
-Rules (PROTOCOL.md 3.7):
+Rules (docs/protocol.md 3.7):
 
 - ``role: "system"`` messages are hoisted: their text is returned separately, the caller prepends it to
   the one leading system message.

@@ -1,4 +1,4 @@
-"""Anthropic ``MessageCreateParams`` -> OpenAI Chat Completions request body (PROTOCOL.md 3.2, 3.7).
+"""Anthropic ``MessageCreateParams`` -> OpenAI Chat Completions request body (docs/protocol.md 3.2, 3.7).
 
 ``messages_to_chat`` validates and maps the top-level fields; the ``messages`` array is handled by
 ``app.dialects.anthropic.messages``. Field rules:

@@ -1,4 +1,4 @@
-"""OpenAI Chat Completions result -> Anthropic ``Message`` (PROTOCOL.md 3.3, 3.7).
+"""OpenAI Chat Completions result -> Anthropic ``Message`` (docs/protocol.md 3.3, 3.7).
 
 Rules shared with the stream translator:
 

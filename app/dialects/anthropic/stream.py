@@ -1,4 +1,4 @@
-"""OpenAI ``chat.completion.chunk`` stream -> Anthropic Messages stream events (PROTOCOL.md 3.4, 3.7).
+"""OpenAI ``chat.completion.chunk`` stream -> Anthropic Messages stream events (docs/protocol.md 3.4, 3.7).
 
 Invariants of the produced stream:
 

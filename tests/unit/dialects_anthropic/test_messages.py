@@ -1,4 +1,4 @@
-"""PROTOCOL.md 3.7, Anthropic -> OpenAI direction: the messages array (user, assistant, tool results)."""
+"""docs/protocol.md 3.7, Anthropic -> OpenAI direction: the messages array (user, assistant, tool results)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PROTOCOL.md 3.7, Anthropic -> OpenAI direction: top-level fields, row by row, plus validation."""
+"""docs/protocol.md 3.7, Anthropic -> OpenAI direction: top-level fields, row by row, plus validation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""PROTOCOL.md 3.7, OpenAI -> Anthropic direction (non-streaming), row by row."""
+"""docs/protocol.md 3.7, OpenAI -> Anthropic direction (non-streaming), row by row."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""OpenAI chunk stream -> Anthropic event stream (PROTOCOL.md 3.4, 3.7); output framing checked with SSEDecoder."""
+"""OpenAI chunk stream -> Anthropic event stream (docs/protocol.md 3.4, 3.7); output framing checked with SSEDecoder."""
 
 from __future__ import annotations
 

@@ -1,0 +1,79 @@
+"""The relay's upstream side: a bounded queue, so a slow client slows the upstream instead of filling memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from app.errors import UpstreamError, UpstreamTimeout
+from app.relay import RELAY_QUEUE_EVENTS, UpstreamEvents
+from app.upstream import UpstreamReadError, UpstreamReadTimeout
+
+
+class CountingResponse:
+    """An upstream SSE body of ``events`` events that counts how many were read."""
+
+    def __init__(self, events: int, *, fail: Exception | None = None) -> None:
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self.events = events
+        self.read = 0
+        self.fail = fail
+        self.closed = False
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for index in range(self.events):
+            self.read += 1
+            yield f'data: {{"n": {index}}}\n\n'.encode()
+            await asyncio.sleep(0)
+        if self.fail is not None:
+            raise self.fail
+        yield b"data: [DONE]\n\n"
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def deadline(seconds: float = 10) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+async def test_an_unread_stream_stops_reading_the_upstream_at_the_queue_bound() -> None:
+    response = CountingResponse(10_000)
+    events = UpstreamEvents(response, deadline=deadline())
+    await asyncio.sleep(0.2)  # the client reads nothing meanwhile
+    assert RELAY_QUEUE_EVENTS <= response.read <= RELAY_QUEUE_EVENTS + 2
+    first = await events.next(1)
+    assert first[0] == {"n": 0}
+    await events.aclose()
+    assert response.closed
+
+
+async def test_every_event_then_the_end_arrive_in_order() -> None:
+    events = UpstreamEvents(CountingResponse(200), deadline=deadline())
+    seen = []
+    while True:
+        item = await events.next(1)
+        if not isinstance(item, tuple):
+            break
+        seen.append(item[0]["n"])
+    assert seen == list(range(200))
+    assert not isinstance(item, Exception)  # [DONE]
+    await events.aclose()
+
+
+async def test_a_break_after_a_full_queue_is_still_reported_after_the_queued_events() -> None:
+    response = CountingResponse(RELAY_QUEUE_EVENTS, fail=UpstreamReadError("reset"))
+    events = UpstreamEvents(response, deadline=deadline())
+    await asyncio.sleep(0.1)
+    items = [await events.next(1) for _ in range(RELAY_QUEUE_EVENTS + 1)]
+    assert all(isinstance(item, tuple) for item in items[:-1])
+    assert isinstance(items[-1], UpstreamError)
+    await events.aclose()
+
+
+async def test_an_idle_timeout_becomes_an_upstream_timeout() -> None:
+    events = UpstreamEvents(CountingResponse(1, fail=UpstreamReadTimeout()), deadline=deadline())
+    assert isinstance(await events.next(1), tuple)
+    assert isinstance(await events.next(1), UpstreamTimeout)
+    await events.aclose()
