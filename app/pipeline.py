@@ -200,6 +200,9 @@ async def whole_answer(
     except UpstreamReadError:
         outcome.status = "upstream_error"
         raise UpstreamError("The upstream connection broke while reading the answer.") from None
+    except UpstreamError:  # larger than the gateway accepts
+        outcome.status = "upstream_error"
+        raise
     finally:
         await response.aclose()
     answer = parse_answer(admission, raw)
@@ -241,6 +244,9 @@ async def relay_stream(
     try:
         error = await relay.prime()
     except BaseException:
+        # the client left (or the task was cancelled) while the upstream, which accepted the request
+        # with a 200, was working on the prompt: like a timeout after acceptance, the prompt estimate
+        admission.outcome.status, admission.outcome.consumed = "client_disconnected", True
         await asyncio.shield(events.aclose())
         raise
     if error is not None:
