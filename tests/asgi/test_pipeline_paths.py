@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -16,8 +17,8 @@ import pytest
 from app import pipeline
 from app.money.records import Refusal
 from app.money.rules import Quote
+from app.relay import Relay
 from app.upstream import UpstreamReadError, UpstreamResponse
-from tests.asgi.conftest import MakeHarness
 from tests.support.inprocess import Harness, ScriptedResponse
 
 MODEL = "doubao-seed-2.0-pro"
@@ -211,7 +212,7 @@ async def test_a_connection_broken_while_reading_the_answer_charges_the_prompt_e
     key_id, key = await harness.create_key()
 
     class Broken(ScriptedResponse):
-        async def aiter_bytes(self):  # type: ignore[no-untyped-def]
+        async def aiter_bytes(self) -> AsyncIterator[bytes]:
             yield b'{"id": "x", '
             raise UpstreamReadError("ConnectionResetError")
 
@@ -248,7 +249,7 @@ async def test_a_client_that_goes_away_while_the_stream_is_primed_releases_every
         primed.set()
         await asyncio.sleep(30)
 
-    monkeypatch.setattr(pipeline.Relay, "prime", never)
+    monkeypatch.setattr(Relay, "prime", never)
 
     async def send() -> None:
         async with harness.client(key) as client:
