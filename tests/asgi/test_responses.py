@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,14 +36,16 @@ async def test_a_text_answer_is_a_response_object_billed_like_chat(harness: Harn
     response = await post(harness, key, {"input": "hello", "instructions": "Be brief.", "store": False})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["object"] == "response" and body["status"] == "completed"
+    assert body["object"] == "response"
+    assert body["status"] == "completed"
     assert body["output"][0]["content"][0] == {
         "type": "output_text",
         "text": "Hi there.",
         "annotations": [],
         "logprobs": [],
     }
-    assert body["usage"]["input_tokens"] == 40 and body["usage"]["output_tokens"] == 7
+    assert body["usage"]["input_tokens"] == 40
+    assert body["usage"]["output_tokens"] == 7
     sent = harness.upstream.requests[0]
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello"}]
     [row] = await harness.usage(key_id)
@@ -120,7 +123,8 @@ async def test_a_stream_cut_by_the_upstream_ends_in_response_failed(harness: Har
     response = await post(harness, key, {"input": "hi", "stream": True})
     seen = events(response)
     assert seen[-1]["type"] == "response.failed"
-    assert seen[-1]["response"]["status"] == "failed" and seen[-1]["response"]["error"]["message"]
+    assert seen[-1]["response"]["status"] == "failed"
+    assert seen[-1]["response"]["error"]["message"]
     assert await harness.ledger_balanced()
 
 
@@ -129,7 +133,8 @@ async def test_encrypted_reasoning_round_trips_and_forgeries_fall_back_to_the_su
     harness.upstream.enqueue({"reasoning": "secret chain", "content": "ok"})
     first = await post(harness, key, {"input": "q", "include": ["reasoning.encrypted_content"], "store": False})
     reasoning = first.json()["output"][0]
-    assert reasoning["type"] == "reasoning" and "secret chain" not in reasoning["encrypted_content"]
+    assert reasoning["type"] == "reasoning"
+    assert "secret chain" not in reasoning["encrypted_content"]
     forged = {**reasoning, "id": "rs_x", "encrypted_content": reasoning["encrypted_content"][:-4] + "AAAA"}
     forged["summary"] = [{"type": "summary_text", "text": "the summary"}]
     history = [{"role": "user", "content": "q"}, reasoning, {"type": "message", "role": "assistant", "content": "ok"}]
@@ -157,7 +162,8 @@ async def test_stored_responses_chain_and_belong_to_their_key(make_harness: Make
             stolen = await client.post(
                 "/v1/responses", json={"model": MODEL, "input": "x", "previous_response_id": first["id"]}
             )
-            assert stolen.status_code == 400 and stolen.json()["error"]["param"] == "previous_response_id"
+            assert stolen.status_code == 400
+            assert stolen.json()["error"]["param"] == "previous_response_id"
         async with harness.client(key) as client:
             fetched = await client.get(f"/v1/responses/{first['id']}")
             assert fetched.json() == first
@@ -165,20 +171,19 @@ async def test_stored_responses_chain_and_belong_to_their_key(make_harness: Make
             assert (await client.get(f"/v1/responses/{first['id']}")).status_code == 404
         async with harness.services.db.read() as conn:
             rows = (await conn.exec_driver_sql("SELECT sealed FROM stored_responses")).all()
-        assert rows and all("Paris" not in row[0] for row in rows)  # sealed at rest
+        assert rows
+        assert all("Paris" not in row[0] for row in rows)
 
 
 async def test_store_false_keeps_nothing_and_retention_purges(make_harness: MakeHarness) -> None:
-    async with make_harness({"responses": {"retention_days": 0.00001}}) as harness:
+    async with make_harness() as harness:
         _, key = await harness.create_key("10")
         kept = (await post(harness, key, {"input": "a"})).json()
         await post(harness, key, {"input": "b", "store": False})
         async with harness.services.db.read() as conn:
             [(count,)] = (await conn.exec_driver_sql("SELECT COUNT(*) FROM stored_responses")).all()
         assert count == 1
-        await harness.services.stored_responses.purge(
-            __import__("datetime").datetime.now(__import__("datetime").UTC) + __import__("datetime").timedelta(days=1)
-        )
+        assert await harness.services.stored_responses.purge(datetime.now(UTC) + timedelta(days=1)) == 1
         async with harness.client(key) as client:
             assert (await client.get(f"/v1/responses/{kept['id']}")).status_code == 404
 
