@@ -183,21 +183,24 @@ async def test_store_false_keeps_nothing_and_retention_purges(make_harness: Make
         async with harness.services.db.read() as conn:
             [(count,)] = (await conn.exec_driver_sql("SELECT COUNT(*) FROM stored_responses")).all()
         assert count == 1
-        assert await harness.services.stored_responses.purge(datetime.now(UTC) + timedelta(days=1)) == 1
+        store = harness.services.stored_responses
+        assert await store.purge() == 0  # younger than responses.retention_days (30)
+        assert await store.purge(datetime.now(UTC) + timedelta(days=31)) == 1
         async with harness.client(key) as client:
             assert (await client.get(f"/v1/responses/{kept['id']}")).status_code == 404
 
 
 async def test_bad_input_is_a_400_in_the_openai_envelope(harness: Harness) -> None:
     _, key = await harness.create_key("10")
-    for body, param in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"input": 5}, "input"),
         ({"input": [{"role": "robot", "content": "x"}]}, "input.0.role"),
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools"),
         ({"input": "x", "tool_choice": {"type": "web_search"}, "tools": [{"type": "web_search"}]}, "tools"),
         ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format.name"),
         ({"input": "x", "max_output_tokens": 0}, "max_completion_tokens"),
-    ]:
+    ]
+    for body, param in cases:
         response = await post(harness, key, body)
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["type"] == "invalid_request_error"
