@@ -94,8 +94,7 @@ class ResponseStreamTranslator:
 
     def fail(self, code: str, message: str) -> bytes:
         out = bytearray()
-        if self._broken is None:
-            self._close(out)
+        self._close(out)  # what was delivered stays a well-formed item of the failed response
         response = self._response("failed", error={"code": code, "message": message})
         response["output"] = self._output
         return bytes(out) + self._event("response.failed", {"response": response})
