@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.asgi.conftest import MakeHarness
 from tests.support.inprocess import Harness
@@ -205,3 +206,19 @@ async def test_bad_input_is_a_400_in_the_openai_envelope(harness: Harness) -> No
         assert response.status_code == 400, (body, response.text)
         assert response.json()["error"]["type"] == "invalid_request_error"
         assert response.json()["error"]["param"] == param, body
+
+
+async def test_a_store_that_fails_after_settling_does_not_fail_the_answer(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_id, key = await harness.create_key("10")
+
+    async def broken_save(*args: Any) -> None:
+        raise RuntimeError("database gone")
+
+    monkeypatch.setattr(harness.services.stored_responses, "save", broken_save)
+    response = await post(harness, key, {"input": "hi"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "completed"
+    assert len(await harness.usage(key_id)) == 1
+    assert "could not finish" in caplog.text
