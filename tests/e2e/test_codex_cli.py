@@ -1,5 +1,6 @@
 """The real Codex CLI (pinned npm ``@openai/codex``) works against a running gateway over ``/v1/responses``:
-a text turn, a command it runs through a tool call, a wrong key refused quickly; every turn billed."""
+a text turn, a command it runs through a tool call (its sealed reasoning carried back), a wrong key
+refused quickly; every turn billed."""
 
 from __future__ import annotations
 
@@ -55,7 +56,11 @@ def test_codex_runs_a_command_through_a_tool_call_round_trip(
     key_id, key = gateway.create_key("1")
     command = orjson.dumps({"cmd": "echo codex-was-here > proof.txt"}).decode()
     fake.enqueue(
-        {"content": "", "tool_calls": [{"id": "call_proof", "name": "exec_command", "arguments": command}]},
+        {
+            "reasoning": "I should write the proof file.",
+            "content": "",
+            "tool_calls": [{"id": "call_proof", "name": "exec_command", "arguments": command}],
+        },
         {"content": "Done."},
     )
     run = run_codex(tmp_path, gateway.base_url, key, "write the proof file", model=MODEL)
@@ -63,6 +68,8 @@ def test_codex_runs_a_command_through_a_tool_call_round_trip(
     assert (tmp_path / "proof.txt").read_text().strip() == "codex-was-here"
     followup = fake.requests[-1]["body"]["messages"]
     assert followup[-2]["tool_calls"][0]["id"] == "call_proof"
+    # Codex sent the reasoning item back (it asks for encrypted_content); the upstream gets it again
+    assert followup[-2]["reasoning_content"] == "I should write the proof file."
     assert followup[-1]["role"] == "tool"
     assert followup[-1]["tool_call_id"] == "call_proof"
     assert "exited with code 0" in followup[-1]["content"]
