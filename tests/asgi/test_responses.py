@@ -200,6 +200,10 @@ async def test_bad_input_is_a_400_in_the_openai_envelope(harness: Harness) -> No
         ({"input": "x", "tool_choice": {"type": "web_search"}, "tools": [{"type": "web_search"}]}, "tools"),
         ({"input": "x", "text": {"format": {"type": "json_schema"}}}, "text.format.name"),
         ({"input": "x", "max_output_tokens": 0}, "max_completion_tokens"),
+        ({"input": "x", "store": "yes"}, "store"),
+        ({"input": "x", "include": "reasoning.encrypted_content"}, "include"),
+        ({"input": "x", "previous_response_id": 5}, "previous_response_id"),
+        ({"input": "x", "previous_response_id": "resp_unknown"}, "previous_response_id"),
     ]
     for body, param in cases:
         response = await post(harness, key, body)
