@@ -81,6 +81,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     body = parse_json(await inbound.body())
     model = services.catalog.for_key(dialect.model_name(body), key.models)
     inbound.record.model = model.id
+    body = await dialect_load(dialect, body, key.id)
     request = dialect.parse(body)
     inbound.record.stream = request.stream
     prompt_tokens = estimate_prompt_tokens(request.body["messages"], request.body.get("tools"))
@@ -97,6 +98,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
         services.limiter, key, settings.limits.key_defaults, prompt_tokens=quote.prompt_tokens, slot_ttl=slot_ttl
     )
     headers["x-request-id"] = inbound.request_id
+    headers.update(request.headers)
     services.lifecycle.enter()
     admission = Admission(inbound, key, model, dialect.endpoint, request.stream, quote)
     try:
@@ -111,7 +113,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
             headers["x-seedgate-attempts"] = str(attempts)
         if request.stream:
             return await relay_stream(services, admission, dialect, request, response, headers, deadline)
-        return await whole_answer(services, admission, dialect, response, headers, deadline)
+        return await whole_answer(services, admission, dialect, request, response, headers, deadline)
     except UpstreamFailure as failure:
         if failure.policy:
             await record_policy(services, admission, failure.upstream_code)
@@ -184,6 +186,7 @@ async def whole_answer(
     services: Services,
     admission: Admission,
     dialect: Dialect,
+    request: ChatRequest,
     response: UpstreamResponse,
     headers: dict[str, str],
     deadline: float,
@@ -209,13 +212,14 @@ async def whole_answer(
     outcome.usage = TokenUsage.from_openai(answer.get("usage"))
     outcome.output_tokens = answer_output_tokens(answer["choices"])
     outcome.complete = True
-    body = dialect.render(answer, raw, reply_for(admission))
+    body = dialect.render(answer, raw, reply_for(admission, request))
     policy = policy_hit(answer)
 
     async def then() -> None:
         await settle(services, admission)
         if policy:
             await record_policy(services, admission, "content_filter")
+        await dialect_finish(dialect, request, admission)
 
     # the client gets its answer first; the settlement follows in the same task, shielded
     return AnswerResponse(
@@ -237,7 +241,7 @@ async def relay_stream(
     events = UpstreamEvents(response, deadline=deadline)
     relay = Relay(
         events,
-        dialect.stream(request, reply_for(admission)),
+        dialect.stream(request, reply_for(admission, request)),
         admission.outcome,
         heartbeat_interval=server.heartbeat_seconds,
     )
@@ -254,10 +258,15 @@ async def relay_stream(
         admission.outcome.status = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
         admission.outcome.consumed = isinstance(error, UpstreamTimeout)  # it had the request, and kept it
         raise error
+
+    async def then() -> None:
+        await settle(services, admission)
+        await dialect_finish(dialect, request, admission)
+
     return RelayResponse(
         relay,
         headers=headers,
-        then=lambda: settle(services, admission),
+        then=then,
         write_timeout=server.client_write_timeout_seconds,
     )
 
@@ -316,8 +325,26 @@ def usage_row(admission: Admission, charge: rules.Charge) -> UsageRow:
     )
 
 
-def reply_for(admission: Admission) -> Reply:
-    return Reply(admission.inbound.request_id, admission.model.id, admission.quote.prompt_tokens)
+def reply_for(admission: Admission, request: ChatRequest) -> Reply:
+    return Reply(admission.inbound.request_id, admission.model.id, admission.quote.prompt_tokens, request.context)
+
+
+# -- optional dialect hooks (app.dialects): server-side state before parsing, after settling ---------
+
+
+async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
+    load = getattr(dialect, "load", None)
+    return body if load is None else await load(body, key_id)
+
+
+async def dialect_finish(dialect: Dialect, request: ChatRequest, admission: Admission) -> None:
+    finish = getattr(dialect, "finish", None)
+    if finish is None or admission.outcome.status != "ok":
+        return
+    try:
+        await finish(request, admission.key.id)
+    except Exception:
+        log.exception("the %s dialect could not finish request %s", dialect.endpoint, admission.inbound.request_id)
 
 
 def parse_json(raw: bytes) -> Any:
