@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InvalidRequest
@@ -34,6 +34,7 @@ class ChatRequest:
     include_usage: bool
     n: int
     max_output_tokens: int | None  # what the client asked for, if anything
+    response_headers: dict[str, str] = field(default_factory=dict)  # the dialect's notes to the client
 
 
 def _fail(message: str, param: str | None) -> InvalidRequest:
