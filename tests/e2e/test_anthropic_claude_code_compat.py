@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
-from tests.support.gateway import GatewayProcess, error_of, openai_client
+from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -75,12 +75,11 @@ def test_a_base_url_ending_in_v1_is_explained_to_anthropic_clients(
 
 def test_a_doubled_v1_is_explained_to_openai_clients(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     _, key = gateway.create_key()
-    client = openai_client(gateway, key)
-    client.base_url = gateway.base_url + "/v1/v1"  # type: ignore[assignment]
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1/v1", api_key=key, max_retries=0, timeout=20)
     with pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model=MODEL, messages=HELLO)
-    error = error_of(caught.value.response, 404)
-    assert error["code"] == "base_url_doubled_v1"
+    assert caught.value.code == "base_url_doubled_v1"
+    assert "http://HOST:PORT/v1 (with /v1 once)" in caught.value.message
     assert caught.value.response.headers["x-should-retry"] == "false"
 
 
