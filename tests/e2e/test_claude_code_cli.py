@@ -30,6 +30,7 @@ FAMILIES = {
     "sonnet": ("doubao-seed-2.0-code", "doubao-seed-2-0-code-260215"),
     "haiku": ("doubao-seed-2.0-mini", "doubao-seed-2-0-mini-260215"),
 }
+MAIN = FAMILIES["opus"][1]  # Claude Code's default main model is an opus name
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +131,8 @@ def test_a_write_tool_call_round_trips_through_the_cli(
 ) -> None:
     target = claude.workdir / "notes.txt"
     arguments = orjson.dumps({"file_path": str(target), "content": "written through Seedgate\n"}).decode()
-    fake.enqueue(
+    fake.enqueue_for_model(
+        MAIN,
         {"content": "", "tool_calls": [{"id": "call_write_1", "name": "Write", "arguments": arguments}]},
         {"content": "The file is written."},
     )
@@ -151,7 +153,8 @@ def test_web_search_is_reported_unavailable_instead_of_answered_from_memory(
     claude: ClaudeCode, fake: FakeUpstreamThread
 ) -> None:
     query = orjson.dumps({"query": "seedgate release notes"}).decode()
-    fake.enqueue(
+    fake.enqueue_for_model(
+        MAIN,
         {"content": "", "tool_calls": [{"id": "call_search_1", "name": "WebSearch", "arguments": query}]},
         {"content": "Web search is not available here."},
     )
@@ -163,6 +166,29 @@ def test_web_search_is_reported_unavailable_instead_of_answered_from_memory(
     tool = chats[1]["messages"][-1]
     assert tool["role"] == "tool"
     assert "'web_search' is not available through this gateway" in tool["content"], tool
+
+
+def test_a_subagent_asking_for_sonnet_is_served_by_the_sonnet_pattern(
+    claude: ClaudeCode, fake: FakeUpstreamThread, families_gateway: GatewayProcess, account: tuple[str, str]
+) -> None:
+    task = {
+        "description": "Greet",
+        "prompt": "say hi to the team",
+        "subagent_type": "general-purpose",
+        "model": "sonnet",
+    }
+    call = {"id": "call_agent_1", "name": "Agent", "arguments": orjson.dumps(task).decode()}
+    fake.enqueue_for_model(MAIN, {"content": "", "tool_calls": [call]})
+    fake.enqueue_for_model(FAMILIES["sonnet"][1], {"content": "Hi team, from the subagent."})
+    run = claude.run("ask a subagent to greet the team", "--allowedTools", "Agent")
+    assert run.returncode == 0, run
+    sub = [chat for chat in upstream_chats(fake) if chat["model"] == FAMILIES["sonnet"][1]]
+    assert len(sub) == 1, [chat["model"] for chat in upstream_chats(fake)]
+    assert "say hi to the team" in orjson.dumps(sub[0]["messages"]).decode()
+    # how often the main loop asks again (agent launched, agent finished) is Claude Code's business
+    rows = settled_rows(families_gateway, account[0], len(upstream_chats(fake)))
+    models = sorted(row["model"] for row in rows)
+    assert models == sorted([FAMILIES["sonnet"][0], *[FAMILIES["opus"][0]] * (len(rows) - 1)]), models
 
 
 def test_the_system_prefix_stays_byte_identical_across_the_turns_of_a_session(
