@@ -34,7 +34,7 @@ class ChatRequest:
     include_usage: bool
     n: int
     max_output_tokens: int | None  # what the client asked for, if anything
-    headers: dict[str, str] = field(default_factory=dict)  # a dialect's notes for the response headers
+    response_headers: dict[str, str] = field(default_factory=dict)  # the dialect's notes to the client
     context: Any = None  # a dialect's own per-request facts, opaque to the pipeline (``Reply.context``)
 
 

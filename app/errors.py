@@ -6,7 +6,8 @@
     ├── InsufficientBalance           402     insufficient_balance    insufficient_balance
     ├── ModelNotAllowed               403     permission_error        model_not_allowed
     ├── NotFound                      404     invalid_request_error   not_found
-    │   └── ModelNotFound             404     invalid_request_error   model_not_found (param "model")
+    │   ├── ModelNotFound             404     invalid_request_error   model_not_found (param "model")
+    │   └── BaseUrlDoubledV1          404     invalid_request_error   base_url_doubled_v1 (/v1/v1/...)
     ├── RequestTimeout                408     invalid_request_error   request_timeout (body too slow)
     ├── PayloadTooLarge               413     invalid_request_error   request_too_large
     ├── RateLimited                   429     rate_limit_error        rate_limit_exceeded (+ Retry-After)
@@ -21,6 +22,12 @@ Every error leaves through ``render``, in the envelope of the API the client spe
 ``{"error": {"message", "type", "param", "code"}}`` (all four keys, plus ``fallback_suggestion`` when
 there is one) or Anthropic's ``{"type": "error", "error": {"type", "message"}, "request_id"}``.
 Messages are written by the gateway; upstream bodies are never copied into them.
+
+Headers every error carries (``render``): ``x-request-id``, and on Anthropic responses ``request-id``
+too (the anthropic SDK's ``request_id``); ``x-should-retry`` -- ``true`` where a retry can help (408,
+429, every 5xx, 529), ``false`` on every other refusal (400/401/402/403/404/413/451), so SDKs and
+Claude Code fail a wrong key at once instead of retrying for minutes. An error's own header wins
+(the monthly quota is a 429 that no retry cures).
 
 An Anthropic client sees Anthropic's statuses and types (``anthropic_status``, ``anthropic_error_type``):
 
@@ -108,6 +115,20 @@ class ModelNotFound(NotFound):
             param="model",
             fallback_suggestion="try different model",
         )
+
+
+class BaseUrlDoubledV1(NotFound):
+    """``/v1/v1/messages``: a base URL ending in ``/v1`` given to a client that appends ``/v1`` itself."""
+
+    default_code = "base_url_doubled_v1"
+
+    def __init__(self, method: str, path: str) -> None:
+        if path.startswith("/v1/v1/messages"):
+            advice = "Set ANTHROPIC_BASE_URL to the gateway root without /v1 (http://HOST:PORT): Claude Code "
+            advice += "and the anthropic SDK append /v1/messages themselves."
+        else:
+            advice = "Set the base URL to http://HOST:PORT/v1 (with /v1 once): the client appends the rest."
+        super().__init__(f"No route for {method} {path[:200]}: the base URL ends in /v1 twice. {advice}")
 
 
 class RequestTimeout(GatewayError):
@@ -207,17 +228,31 @@ def anthropic_error_body(status: int, message: str, request_id: str | None) -> d
 
 
 def envelope_for(path: str, *, anthropic_version: bool) -> Envelope:
-    """Which API a request speaks, for the routes that serve both (``/v1/models``)."""
+    """Which API a request speaks, for the routes that serve both (``/v1/models``) and for 404s."""
+    if path.startswith("/v1/v1/"):
+        path = path.removeprefix("/v1")
     if path.startswith("/v1/messages") or (path.startswith("/v1/models") and anthropic_version):
         return "anthropic"
     return "openai"
 
 
+def request_id_headers(envelope: Envelope, request_id: str) -> dict[str, str]:
+    """The request id headers of every response: ``request-id`` is Anthropic's name for it."""
+    if envelope == "anthropic":
+        return {"x-request-id": request_id, "request-id": request_id}
+    return {"x-request-id": request_id}
+
+
+def should_retry(status: int) -> bool:
+    """Whether a client's retry of the same request can succeed (``x-should-retry``)."""
+    return status in (408, 429) or status >= 500
+
+
 def render(error: GatewayError, *, envelope: Envelope, request_id: str | None) -> Response:
     """THE error response: every refusal of every route leaves through here."""
-    headers = {**error.headers}
+    headers = {"x-should-retry": "true" if should_retry(error.status) else "false", **error.headers}
     if request_id:
-        headers["x-request-id"] = request_id
+        headers.update(request_id_headers(envelope, request_id))
     if envelope == "anthropic":
         body = anthropic_error_body(error.status, error.message, request_id)
         return Response(orjson.dumps(body), anthropic_status(error.status), headers, media_type="application/json")

@@ -16,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp
 
 from app.asgi import BilledEndpoints, RequestContext
-from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
+from app.errors import BaseUrlDoubledV1, GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
 from app.fake_upstream import FakeUpstream
 from app.routes import admin, anthropic, health, models, responses
 from app.services import Services, TransportFactory
@@ -59,6 +59,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     exc = cast(StarletteHTTPException, exc)
+    if exc.status_code == 404 and request.url.path.startswith("/v1/v1/"):
+        return render_error(request, BaseUrlDoubledV1(request.method, request.url.path))
     if exc.status_code == 404:
         return render_error(request, NotFound(f"No route for {request.method} {request.url.path}."))
     error = InvalidRequest(str(exc.detail), code=f"http_{exc.status_code}")

@@ -35,6 +35,7 @@ from app.errors import (
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
+    request_id_headers,
 )
 from app.inbound import Inbound
 from app.keys import KeyRecord, authenticate
@@ -97,8 +98,8 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     headers = await limit_key(
         services.limiter, key, settings.limits.key_defaults, prompt_tokens=quote.prompt_tokens, slot_ttl=slot_ttl
     )
-    headers["x-request-id"] = inbound.request_id
-    headers.update(request.headers)
+    headers.update(request_id_headers(dialect.envelope, inbound.request_id))
+    headers.update(request.response_headers)
     services.lifecycle.enter()
     admission = Admission(inbound, key, model, dialect.endpoint, request.stream, quote)
     try:

@@ -23,6 +23,9 @@ from typing import Any, Protocol
 from app.chat_request import ChatRequest
 from app.errors import Envelope, GatewayError
 
+# names the client's tools the upstream cannot run and the gateway left out (every dialect)
+DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:

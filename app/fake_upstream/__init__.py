@@ -13,6 +13,7 @@ Usage::
 
     async with FakeUpstream() as fake:            # or FakeUpstreamThread() in synchronous tests
         fake.enqueue({"status": 429, "headers": {"retry-after": "1"}})
+        fake.enqueue_for_model("sub-model", {"content": "only requests for sub-model get this"})
         fake.set_named("tools", Script.from_dict({"tool_calls": [{"id": "c1", "name": "f", "arguments": "{}"}]}))
         ...  # point the gateway at fake.url; "#script:tools" in a message picks the named script
         assert fake.requests[0]["body"]["model"] == "m"

@@ -5,8 +5,9 @@ Routes:
 - `POST .../chat/completions` (`/v1/...`, `/api/v3/...`, any prefix): answered from the selected script.
 - `GET .../models`: a small OpenAI-shaped model list.
 - `/_control/...` (JSON, never recorded): `POST /_control/scripts` `{"scripts": [...]}` appends to the
-  queue; `PUT /_control/named/{name}` stores one script; `GET /_control/requests` lists recorded
-  requests; `POST /_control/reset` clears queue, named scripts and recorded requests.
+  queue (with `"model": NAME`, to the queue of requests for that model); `PUT /_control/named/{name}`
+  stores one script; `GET /_control/requests` lists recorded requests; `POST /_control/reset` clears
+  the queues, named scripts and recorded requests.
 - Anything else: a 404 OpenAI error envelope.
 
 Every non-control request is recorded (method, path, query, lowercased headers, parsed JSON body or
@@ -97,6 +98,9 @@ class FakeUpstream:
 
     def enqueue(self, *scripts: Script | dict[str, Any]) -> None:
         self._state.enqueue([Script.coerce(s) for s in scripts])
+
+    def enqueue_for_model(self, model: str, *scripts: Script | dict[str, Any]) -> None:
+        self._state.enqueue_for_model(model, [Script.coerce(s) for s in scripts])
 
     def set_named(self, name: str, script: Script | dict[str, Any]) -> None:
         self._state.set_named(name, Script.coerce(script))
@@ -199,7 +203,7 @@ class FakeUpstream:
             return keep_alive
         chat = ChatRequest.from_body(body)
         try:
-            script = self._state.select(chat.marker) or self.default
+            script = self._state.select(chat.marker, chat.model) or self.default
         except LookupError as exc:
             payload = _error(str(exc), type_="server_error", code="unknown_script")
             writer.write(full_response(500, payload, keep_alive=keep_alive))
@@ -229,9 +233,11 @@ class FakeUpstream:
         try:
             if route == ("POST", "/_control/scripts"):
                 scripts = body.get("scripts") if isinstance(body, dict) else None
-                if not isinstance(scripts, list):
-                    raise ValueError('body must be {"scripts": [...]}')
-                queued = self._state.enqueue([Script.from_dict(s) for s in scripts])
+                model = body.get("model") if isinstance(body, dict) else None
+                if not isinstance(scripts, list) or not isinstance(model, str | None):
+                    raise ValueError('body must be {"scripts": [...]} with an optional "model": "name"')
+                parsed = [Script.from_dict(s) for s in scripts]
+                queued = self._state.enqueue(parsed) if model is None else self._state.enqueue_for_model(model, parsed)
                 return 200, orjson.dumps({"queued": queued})
             if method == "PUT" and path.startswith("/_control/named/") and len(path) > len("/_control/named/"):
                 name = path.removeprefix("/_control/named/")

@@ -49,6 +49,9 @@ class FakeUpstreamThread:
     def enqueue(self, *scripts: Script | dict[str, Any]) -> None:
         self._upstream.enqueue(*scripts)
 
+    def enqueue_for_model(self, model: str, *scripts: Script | dict[str, Any]) -> None:
+        self._upstream.enqueue_for_model(model, *scripts)
+
     def set_named(self, name: str, script: Script | dict[str, Any]) -> None:
         self._upstream.set_named(name, script)
 

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.catalog import CatalogModel
+from app.catalog import CatalogModel, is_pattern
 from app.errors import ModelNotFound
 from app.json import json_response
 from app.keys import authenticate
@@ -43,11 +43,16 @@ def model_card(model: CatalogModel, *, anthropic: bool) -> dict[str, Any]:
 
 
 def _listed(services: ServicesDep) -> list[tuple[str, CatalogModel]]:
-    """Every public id, plus ``claude-*`` aliases so Claude Code's model discovery can show them."""
+    """Every public id, plus ``claude-*`` aliases so Claude Code's model discovery can show them (patterns
+    such as ``claude-*opus*`` are not names a client could pick, so they are not listed)."""
     listed = []
     for model in services.catalog.models:
         listed.append((model.id, model))
-        listed.extend((alias, model) for alias in model.aliases if alias.startswith(("claude", "anthropic")))
+        listed.extend(
+            (alias, model)
+            for alias in model.aliases
+            if alias.startswith(("claude", "anthropic")) and not is_pattern(alias)
+        )
     return listed
 
 

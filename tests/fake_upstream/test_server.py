@@ -130,6 +130,23 @@ async def test_queue_is_first_in_first_out_then_default(fake: FakeUpstream, clie
     assert [await answer_of(client) for _ in range(3)] == ["first", "second", DEFAULT_CONTENT]
 
 
+async def test_a_models_own_queue_answers_it_before_the_shared_queue(
+    fake: FakeUpstream, client: httpx.AsyncClient
+) -> None:
+    fake.enqueue({"content": "shared"})
+    fake.enqueue_for_model("sub-model", {"content": "sub 1"}, {"content": "sub 2"})
+    queued = await client.post(control(fake, "scripts"), json={"model": "main-model", "scripts": [{"content": "main"}]})
+    assert queued.json() == {"queued": 1}
+
+    async def ask(model: str) -> str:
+        response = await client.post(CHAT, json={**chat_body(), "model": model})
+        content: str = response.json()["choices"][0]["message"]["content"]
+        return content
+
+    asked = [await ask(m) for m in ("sub-model", "main-model", "main-model", "sub-model", "sub-model", "main-model")]
+    assert asked == ["sub 1", "main", "shared", "sub 2", DEFAULT_CONTENT, DEFAULT_CONTENT]
+
+
 async def test_named_marker_wins_over_queue_and_is_not_consumed(fake: FakeUpstream, client: httpx.AsyncClient) -> None:
     fake.set_named("greet", {"content": "named"})
     fake.set_named("other", {"content": "other"})
@@ -235,3 +252,5 @@ async def test_control_rejects_bad_scripts_with_a_400(fake: FakeUpstream, client
     assert response.status_code == 400
     assert "bogus" in response.json()["error"]["message"]
     assert (await client.post(control(fake, "scripts"), json={"content": "x"})).status_code == 400
+    bad_model = {"model": 7, "scripts": [{"content": "x"}]}
+    assert (await client.post(control(fake, "scripts"), json=bad_model)).status_code == 400

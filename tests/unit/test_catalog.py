@@ -129,3 +129,57 @@ def test_a_model_may_list_spellings_of_its_own_name() -> None:
 def test_two_models_claiming_one_name_are_refused(models) -> None:
     with pytest.raises(CatalogError, match="both claim"):
         catalog(*models)
+
+
+@pytest.fixture
+def families() -> Catalog:
+    return catalog(
+        model("pro", aliases=["claude-*opus*", "claude-opus-4-1"]),
+        model("code", aliases=["claude-*sonnet*"]),
+        model("lite", aliases=["claude-*haiku*"]),
+        model("mini", aliases=["claude-*"]),
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("claude-opus-4-8", "pro"),
+        ("claude-opus-4-1-20250805", "pro"),
+        ("claude-sonnet-5", "code"),
+        ("Claude-Sonnet-4-6[1m]", "code"),
+        ("claude-3-7-sonnet-latest", "code"),
+        ("claude-haiku-4-5-20251001", "lite"),
+        ("claude-mythos-1", "mini"),  # only the catch-all matches
+    ],
+)
+def test_claude_code_default_names_resolve_through_glob_aliases(families: Catalog, name: str, expected: str) -> None:
+    resolved = families.resolve(name)
+    assert resolved is not None
+    assert resolved.id == expected
+
+
+def test_exact_names_win_over_patterns() -> None:
+    cat = catalog(model("pinned", aliases=["claude-opus-4-8"]), model("family", aliases=["claude-*opus*"]))
+    assert [cat.resolve(n).id for n in ("claude-opus-4-8", "claude-opus-4-8-20260101", "claude-opus-5")] == [  # type: ignore[union-attr]
+        "pinned",
+        "pinned",  # the normal form of an exact alias is still a name, not a pattern
+        "family",
+    ]
+
+
+def test_the_most_specific_pattern_wins_whatever_the_order() -> None:
+    cat = catalog(model("any", aliases=["claude-*"]), model("opus", aliases=["claude-*opus*"]))
+    assert cat.resolve("claude-opus-9").id == "opus"  # type: ignore[union-attr]
+    assert cat.resolve("claude-other").id == "any"  # type: ignore[union-attr]
+
+
+def test_a_pattern_matches_the_whole_name_only() -> None:
+    cat = catalog(model("opus", aliases=["claude-opus-*"]))
+    assert cat.resolve("my-claude-opus-4") is None
+    assert cat.resolve("claude-opus") is None
+
+
+def test_two_models_claiming_one_pattern_are_refused() -> None:
+    with pytest.raises(CatalogError, match="both claim the pattern"):
+        catalog(model("a", aliases=["claude-*opus*"]), model("b", aliases=["Claude-*Opus*"]))

@@ -11,14 +11,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from app.chat_request import ChatRequest, model_of, parse_chat_request
-from app.dialects import Reply
+from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.anthropic.errors import AnthropicRequestError
-from app.dialects.anthropic.request import messages_to_chat
+from app.dialects.anthropic.request import translate
 from app.dialects.anthropic.response import chat_to_message
 from app.dialects.anthropic.stream import MessageStreamTranslator
 from app.errors import Envelope, GatewayError, InvalidRequest, anthropic_error_type
@@ -71,10 +72,13 @@ class AnthropicMessages:
 
     def parse(self, body: Any) -> ChatRequest:
         try:
-            chat = messages_to_chat(body)
+            chat, dropped = translate(body)
         except AnthropicRequestError as exc:
-            raise InvalidRequest(exc.message, param=exc.param) from None
-        return parse_chat_request(chat)
+            raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
+        request = parse_chat_request(chat)
+        if dropped:
+            request = replace(request, response_headers={DROPPED_TOOLS_HEADER: ",".join(dropped)})
+        return request
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
         return orjson.dumps(chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign))

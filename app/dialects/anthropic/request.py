@@ -8,13 +8,18 @@
     stop_sequences                     stop
     temperature (0..1), top_p (0..1)   copied; top_k dropped
     metadata.user_id                   user
-    tools                              function tools; server tools (``type`` set and not "custom") skipped
+    tools                              function tools; server tools (``type`` set and not "custom") are
+                                       refused or left out, never silently (``server_tools``)
     tool_choice auto/any/tool/none     auto / required / {"type":"function",...} / none;
                                        disable_parallel_tool_use -> parallel_tool_calls: false
     thinking enabled/disabled/adaptive thinking {"type": enabled/disabled/auto}; absent -> nothing sent
     output_config.effort               reasoning_effort (xhigh and max -> high)
     output_config.format json_schema   response_format json_schema named "output"
     stream                             stream (+ stream_options.include_usage, the translator needs usage)
+
+Claude Code starts its system prompt with an ``x-anthropic-billing-header: cc_version=...; cch=...;``
+line that changes between requests; left in, it would be the first bytes of the upstream prompt and
+defeat the upstream's prefix cache on every turn. Such leading lines are removed from system texts.
 
 ``model`` is returned as the client sent it. Unknown top-level fields (``context_management``,
 ``container``, ``service_tier``, ``mcp_servers``...) are ignored, never an error. A ``null`` optional
@@ -23,18 +28,27 @@ field counts as absent.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from app.dialects.anthropic.errors import AnthropicRequestError
 from app.dialects.anthropic.messages import convert_messages, invalid, text_block
+from app.dialects.anthropic.server_tools import is_server_tool, refuse_if_needed, system_note, tool_name
 
 _THINKING = {"enabled": "enabled", "disabled": "disabled", "adaptive": "auto"}
 _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
+_BILLING_LINES = re.compile(r"\A(?:x-anthropic-billing-header:[^\n]*(?:\n|\Z))+")
 
 
 def messages_to_chat(body: Any) -> dict[str, Any]:
-    """Validate an Anthropic Messages body; return the equivalent Chat Completions body.
+    """Validate an Anthropic Messages body; return the equivalent Chat Completions body."""
+    return translate(body)[0]
+
+
+def translate(body: Any) -> tuple[dict[str, Any], list[str]]:
+    """Validate an Anthropic Messages body; return the equivalent Chat Completions body and the names of
+    the tools left out (``server_tools``).
 
     Raises ``AnthropicRequestError`` (with ``param``) for a body the upstream could not serve.
     """
@@ -51,11 +65,12 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
 
     system = _system(body.get("system"))
     hoisted, messages = convert_messages(body.get("messages"))
-    system_text = "\n\n".join(text for text in (*system, *hoisted) if text)
+    chat: dict[str, Any] = {"model": model, "messages": messages, "max_completion_tokens": max_tokens}
+    dropped = _tools(body.get("tools"), body.get("tool_choice"), chat)
+    note = [system_note(dropped)] if dropped else []
+    system_text = "\n\n".join(text for text in (*system, *hoisted, *note) if text)
     if system_text:
         messages.insert(0, {"role": "system", "content": system_text})
-
-    chat: dict[str, Any] = {"model": model, "messages": messages, "max_completion_tokens": max_tokens}
     stream = body.get("stream")
     if stream is not None:
         if not isinstance(stream, bool):
@@ -78,12 +93,11 @@ def messages_to_chat(body: Any) -> dict[str, Any]:
     user = _user_id(body.get("metadata"))
     if user is not None:
         chat["user"] = user
-    _tools(body.get("tools"), body.get("tool_choice"), chat)
     thinking = body.get("thinking")
     if thinking is not None:
         chat["thinking"] = {"type": _thinking_type(thinking)}
     _output_config(body.get("output_config"), chat)
-    return chat
+    return chat, dropped
 
 
 def _is_int(value: Any) -> bool:
@@ -98,14 +112,14 @@ def _system(raw: Any) -> list[str]:
     if raw is None:
         return []
     if isinstance(raw, str):
-        return [raw]
+        return [_BILLING_LINES.sub("", raw)]
     if not isinstance(raw, list):
         raise invalid("system", "must be a string or an array of text blocks")
     texts: list[str] = []
     for j, block in enumerate(raw):
         if not isinstance(block, dict) or block.get("type") != "text":
             raise invalid(f"system.{j}", "must be a text block")
-        texts.append(text_block(block, f"system.{j}"))
+        texts.append(_BILLING_LINES.sub("", text_block(block, f"system.{j}")))
     return texts
 
 
@@ -120,8 +134,10 @@ def _user_id(metadata: Any) -> str | None:
     return user_id or None
 
 
-def _tools(raw_tools: Any, raw_choice: Any, chat: dict[str, Any]) -> None:
+def _tools(raw_tools: Any, raw_choice: Any, chat: dict[str, Any]) -> list[str]:
+    """Set the function tools and tool_choice on ``chat``; return the names of the tools left out."""
     tools: list[dict[str, Any]] = []
+    dropped: list[str] = []
     if raw_tools is not None:
         if not isinstance(raw_tools, list):
             raise invalid("tools", "must be an array of tool definitions")
@@ -129,10 +145,15 @@ def _tools(raw_tools: Any, raw_choice: Any, chat: dict[str, Any]) -> None:
             function = _function(tool, f"tools.{i}")
             if function is not None:
                 tools.append({"type": "function", "function": function})
+            elif tool_name(tool) not in dropped:
+                dropped.append(tool_name(tool))
     choice: Any = None
     parallel: bool | None = None
     if raw_choice is not None:
         choice, parallel = _tool_choice(raw_choice)
+    if choice != "none":
+        forced = raw_choice.get("name") if isinstance(choice, dict) else None
+        refuse_if_needed(dropped, len(tools), forced if isinstance(forced, str) else None)
     # Without function tools a tool_choice would only make the upstream reject the request.
     if tools:
         chat["tools"] = tools
@@ -140,14 +161,14 @@ def _tools(raw_tools: Any, raw_choice: Any, chat: dict[str, Any]) -> None:
             chat["tool_choice"] = choice
         if parallel is False:
             chat["parallel_tool_calls"] = False
+    return dropped
 
 
 def _function(tool: Any, param: str) -> dict[str, Any] | None:
     if not isinstance(tool, dict):
         raise invalid(param, "must be an object")
-    kind = tool.get("type")
-    if kind is not None and kind != "custom":
-        return None  # server tools (web_search_20250305, ...) run at Anthropic, the upstream has no such thing
+    if is_server_tool(tool):
+        return None  # web_search_20250305, ... run at Anthropic: the upstream has no such thing
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise invalid(f"{param}.name", "must be a non-empty string")

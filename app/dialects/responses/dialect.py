@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from app.chat_request import ChatRequest, model_of, parse_chat_request
-from app.dialects import Reply
+from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.responses.request import invalid, responses_to_chat
 from app.dialects.responses.response import ECHOED, Context, chat_to_response
 from app.dialects.responses.seal import Sealer
@@ -28,7 +28,6 @@ from app.stored_responses import ResponseStore
 log = logging.getLogger("seedgate.responses")
 
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
-DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
 
 
 class ResponsesStream:
@@ -104,7 +103,7 @@ class OpenAIResponses:
             else list(raw_input or []),
         )
         headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
-        return dataclasses.replace(request, headers=headers, context=context)
+        return dataclasses.replace(request, response_headers=headers, context=context)
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
         context: Context = reply.context

@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from app.dialects.anthropic import AnthropicRequestError, messages_to_chat
+from app.dialects.anthropic.request import translate
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -69,8 +70,8 @@ def test_cache_control_never_reaches_the_upstream() -> None:
 # --- tools and tool_choice -------------------------------------------------------------------------------
 
 
-def test_tools_become_function_tools_and_server_tools_are_skipped() -> None:
-    chat = messages_to_chat(
+def test_tools_become_function_tools_and_server_tools_are_left_out() -> None:
+    chat, dropped = translate(
         body(
             tools=[
                 {"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}, "strict": True},
@@ -86,6 +87,7 @@ def test_tools_become_function_tools_and_server_tools_are_skipped() -> None:
         },
         {"type": "function", "function": {"name": "Bash", "parameters": {"type": "object", "properties": {}}}},
     ]
+    assert dropped == ["web_search"]
 
 
 _TOOLS = [{"name": "Read", "input_schema": {"type": "object"}}]
@@ -111,12 +113,83 @@ def test_disable_parallel_tool_use_turns_parallel_tool_calls_off() -> None:
     assert chat["parallel_tool_calls"] is False
 
 
-def test_tool_choice_without_function_tools_is_not_sent() -> None:
+def test_tool_choice_none_with_only_server_tools_sends_no_tools() -> None:
     chat = messages_to_chat(
-        body(tools=[{"type": "web_search_20250305", "name": "web_search"}], tool_choice={"type": "any"})
+        body(tools=[{"type": "web_search_20250305", "name": "web_search"}], tool_choice={"type": "none"})
     )
     assert "tools" not in chat
     assert "tool_choice" not in chat
+
+
+_WEB_SEARCH = {"type": "web_search_20250305", "name": "web_search", "max_uses": 8}
+
+
+def test_a_left_out_server_tool_is_named_to_the_model_in_the_system_prompt() -> None:
+    chat, dropped = translate(body(system="Be brief.", tools=[*_TOOLS, _WEB_SEARCH, {"type": "web_fetch_20250910"}]))
+    assert dropped == ["web_search", "web_fetch_20250910"]
+    system = chat["messages"][0]
+    assert system["role"] == "system"
+    assert system["content"].startswith("Be brief.\n\nNote: the tools web_search, web_fetch_20250910 are not available")
+    assert "Do not claim to have used them" in system["content"]
+
+
+def test_no_server_tool_means_no_note() -> None:
+    chat, dropped = translate(body(system="Be brief.", tools=_TOOLS))
+    assert dropped == []
+    assert chat["messages"][0]["content"] == "Be brief."
+
+
+@pytest.mark.parametrize(
+    ("tools", "choice", "named"),
+    [
+        ([_WEB_SEARCH], None, "web_search"),  # Claude Code's WebSearch sub-request
+        ([_WEB_SEARCH], {"type": "any"}, "web_search"),
+        ([{"type": "code_execution_20250825", "name": "code_execution"}], {"type": "auto"}, "code_execution"),
+        ([*_TOOLS, _WEB_SEARCH], {"type": "tool", "name": "web_search"}, "web_search"),
+    ],
+)
+def test_a_request_that_needs_a_server_tool_is_refused_naming_it(
+    tools: list[dict[str, Any]], choice: dict[str, Any] | None, named: str
+) -> None:
+    with pytest.raises(AnthropicRequestError) as caught:
+        translate(body(tools=tools, tool_choice=choice))
+    assert caught.value.code == "server_tool_unavailable"
+    assert f"'{named}' is not available through this gateway" in caught.value.message
+
+
+# --- Claude Code's billing header ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system", "sent"),
+    [
+        (
+            [
+                {
+                    "type": "text",
+                    "text": "x-anthropic-billing-header: cc_version=2.1.332.a1b; cc_entrypoint=sdk-cli; cch=0;",
+                },
+                {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+            ],
+            "You are Claude Code.",
+        ),
+        ("x-anthropic-billing-header: cc_version=2.1.332.c3d;\nYou are Claude Code.", "You are Claude Code."),
+        # only a leading line is Claude Code's header; the same words later are the client's text
+        ("Quote: x-anthropic-billing-header: a", "Quote: x-anthropic-billing-header: a"),
+    ],
+)
+def test_claude_code_billing_header_never_reaches_the_upstream(system: Any, sent: str) -> None:
+    assert chat_messages(system=system)[0] == {"role": "system", "content": sent}
+
+
+def test_system_prefix_is_identical_whatever_the_billing_header() -> None:
+    first, second = (
+        chat_messages(
+            system=[{"type": "text", "text": f"x-anthropic-billing-header: cch={n};"}, {"type": "text", "text": "S"}]
+        )
+        for n in ("1a2b", "9f8e")
+    )
+    assert first == second
 
 
 # --- scalar options ----------------------------------------------------------------------------------------
