@@ -81,8 +81,16 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        *,
+        env: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
+        self.serve_args = serve_args
         self.port = free_port()
         config = deep_merge(config, {"server": {"port": self.port}})
         self.config = config
@@ -106,7 +114,7 @@ class GatewayProcess:
             )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve", "--config", str(self.config_path)],
+                [sys.executable, "-m", "app", "serve", "--config", str(self.config_path), *self.serve_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
