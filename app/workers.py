@@ -33,7 +33,6 @@ from typing import Any
 import redis
 import uvicorn
 
-from app.main import create_app
 from app.server import DrainingServer, configure_process_logging, uvicorn_options, with_server
 from app.settings import ConfigError, Settings, load_settings
 
@@ -139,6 +138,8 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
         conn.send(("failed", str(exc), EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STARTUP))
         sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STARTUP)
     threading.Thread(target=_drain_when_orphaned, args=(conn,), name="supervisor-watch", daemon=True).start()
+    from app.main import create_app  # after the checks: a worker that cannot serve fails without this import's seconds
+
     errors = _FirstError()
     logging.getLogger().addHandler(errors)
     config = uvicorn.Config(create_app(settings, demo=settings.demo_mode), **uvicorn_options(settings.server))

@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -29,6 +28,7 @@ from tests.support.gateway import (
     UPSTREAM_KEY,
     api_client,
     chat_body,
+    deep_merge,
     free_port,
     settled_rows,
     wait_until,
@@ -36,7 +36,8 @@ from tests.support.gateway import (
 from tests.support.streams import refused, stored
 from tests.support.workers import WorkersGateway, require_services, streams_on_every_worker, workers_config
 
-pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis]
+# worker start-up (a fresh interpreter per worker) is slow on a busy machine: room beyond the default 60 s
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(120)]
 
 LEASES = {"billing": {"hold_ttl_seconds": 2, "recovery_interval_seconds": 0.5, "checkpoint_interval_seconds": 0.5}}
 GRACE = 3
@@ -50,31 +51,21 @@ STEADY = {"event_delay": 0.1, "content_chunks": [f"k{i} " for i in range(60)], "
 
 
 @pytest.fixture(scope="module")
-def gateways(
-    tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread
-) -> Iterator[dict[str, WorkersGateway]]:
-    """Two `--workers 2` gateways started side by side: "serving" survives its tests, "stopping" is stopped."""
+def gateway(tmp_path_factory: pytest.TempPathFactory, upstream: FakeUpstreamThread) -> Iterator[WorkersGateway]:
+    """One `--workers 2` gateway for the module (worker start-up is the slow part); the SIGTERM test,
+    last in the file, stops it for good."""
     require_services()
-    built = {
-        "serving": WorkersGateway(tmp_path_factory.mktemp("workers"), workers_config(upstream.url, LEASES)),
-        "stopping": WorkersGateway(
-            tmp_path_factory.mktemp("workers-stop"),
-            workers_config(upstream.url, {"server": {"shutdown_grace_seconds": GRACE}}),
-        ),
-    }
+    config = workers_config(upstream.url, deep_merge(LEASES, {"server": {"shutdown_grace_seconds": GRACE}}))
+    started = WorkersGateway(tmp_path_factory.mktemp("workers"), config)
     try:
-        with ThreadPoolExecutor(len(built)) as pool:
-            list(pool.map(lambda g: g.start(), built.values()))
-        yield built
+        yield started.start()
     finally:
-        for gateway in built.values():
-            gateway.kill()
+        started.kill()
 
 
 def test_every_worker_has_the_real_master_upstream_key_and_redis_url(
-    gateways: dict[str, WorkersGateway], fake: FakeUpstreamThread
+    gateway: WorkersGateway, fake: FakeUpstreamThread
 ) -> None:
-    gateway = gateways["serving"]
     for wrong in ("**********", MASTER_KEY + "x", MASTER_KEY[:-1], "Bearer"):
         for _ in range(4):  # new connections: several workers answer
             with httpx.Client(base_url=gateway.base_url, timeout=10) as http:
@@ -106,9 +97,8 @@ def test_every_worker_has_the_real_master_upstream_key_and_redis_url(
 
 
 def test_a_worker_killed_mid_stream_is_replaced_and_its_holds_recovered_exactly_once(
-    gateways: dict[str, WorkersGateway], fake: FakeUpstreamThread
+    gateway: WorkersGateway, fake: FakeUpstreamThread
 ) -> None:
-    gateway = gateways["serving"]
     key_id, key = gateway.create_key("5")
     reads, threads, inflight = streams_on_every_worker(gateway, fake, key, [STEADY])
     assert sum(inflight.values()) == len(reads), inflight
@@ -141,9 +131,8 @@ def test_a_worker_killed_mid_stream_is_replaced_and_its_holds_recovered_exactly_
 
 
 def test_sigterm_drains_every_worker_settles_every_stream_and_exits_0(
-    gateways: dict[str, WorkersGateway], fake: FakeUpstreamThread
+    gateway: WorkersGateway, fake: FakeUpstreamThread
 ) -> None:
-    gateway = gateways["stopping"]
     key_id, key = gateway.create_key("5")
     reads, threads, _ = streams_on_every_worker(gateway, fake, key, [SHORT, LONG])
     assert gateway.proc is not None
@@ -183,8 +172,10 @@ def test_a_worker_failing_its_start_up_stops_the_gateway_with_the_reason(
 ) -> None:
     require_services()
     dead_redis = f"redis://127.0.0.1:{free_port()}/0"
-    gateway = WorkersGateway(tmp_path, workers_config(upstream.url), redis_url=dead_redis)
+    # SQLite: `serve` migrates it in-process, and the workers stop before they would open it
+    config = workers_config(upstream.url, db_url=f"sqlite+aiosqlite:///{tmp_path}/seedgate.db")
+    failing = WorkersGateway(tmp_path, config, redis_url=dead_redis)
     with pytest.raises(RuntimeError, match="exited with 1") as failed:
-        gateway.start(timeout=60)
+        failing.start(timeout=60)
     assert "failed to start: Redis (redis.url) did not answer PING" in str(failed.value)
-    gateway.kill()
+    failing.kill()

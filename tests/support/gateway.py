@@ -91,6 +91,7 @@ class GatewayProcess:
     ) -> None:
         self.workdir = workdir
         self.serve_args = serve_args
+        self.migrate = True  # False: the test migrated the server database itself
         self.port = free_port()
         config = deep_merge(config, {"server": {"port": self.port}})
         self.config = config
@@ -102,7 +103,7 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        if not str(self.config["database"]["url"]).startswith("sqlite"):
+        if self.migrate and not str(self.config["database"]["url"]).startswith("sqlite"):
             # `serve` migrates SQLite by itself; a server database is migrated once, as in production
             subprocess.run(
                 [sys.executable, "-m", "app", "db", "upgrade", "--config", str(self.config_path)],

@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from app.fake_upstream import FakeUpstreamThread
+from app.migrate import upgrade
 from tests.support import backends
 from tests.support.gateway import MASTER_KEY, UPSTREAM_KEY, GatewayProcess, base_config, deep_merge, wait_until
 from tests.support.streams import StreamRead
@@ -48,9 +49,12 @@ def require_services() -> None:
         )
 
 
-def workers_config(upstream_url: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A config whose secrets are all ``${VAR}`` references, on a fresh database and Redis prefix."""
-    config = base_config(upstream_url, backends.create_postgres_database())
+def workers_config(
+    upstream_url: str, extra: dict[str, Any] | None = None, *, db_url: str | None = None
+) -> dict[str, Any]:
+    """A config whose secrets are all ``${VAR}`` references, on a fresh Postgres database (unless ``db_url``)
+    and a Redis prefix of its own."""
+    config = base_config(upstream_url, db_url or backends.create_postgres_database())
     config["admin"] = {"master_key": "${SG_TEST_MASTER_KEY}"}
     config["upstreams"][0]["api_key"] = "${SG_TEST_UPSTREAM_KEY}"
     config["redis"] = {"url": "${SG_TEST_WORKERS_REDIS_URL}", "prefix": f"sgworkers:{secrets.token_hex(6)}:"}
@@ -67,6 +71,10 @@ class WorkersGateway(GatewayProcess):
         self.seen: set[int] = set()
 
     def start(self, timeout: float = 60.0) -> WorkersGateway:
+        url = str(self.config["database"]["url"])
+        if not url.startswith("sqlite"):
+            upgrade(url)  # in this process: one interpreter fewer to start on a busy machine
+            self.migrate = False
         super().start(timeout)
         wait_until(lambda: f"all {self.workers} workers are ready" in self.logs(), timeout=timeout, interval=0.1)
         return self
