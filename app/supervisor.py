@@ -122,13 +122,17 @@ class Supervisor:
             wake_r.close()
             wake_w.close()
 
-    def _spawn(self, slot: _Slot) -> None:
-        spec = WorkerSpec(
+    def worker_spec(self, index: int, generation: int = 0) -> WorkerSpec:
+        """What a worker is told: where the config is and which options the command line set, nothing secret."""
+        return WorkerSpec(
             config_path=self._config_path,
             server=self._server,
-            index=slot.index,
-            instance_id=worker_instance_id(self._base_id, slot.index, slot.generation),
+            index=index,
+            instance_id=worker_instance_id(self._base_id, index, generation),
         )
+
+    def _spawn(self, slot: _Slot) -> None:
+        spec = self.worker_spec(slot.index, slot.generation)
         ours, theirs = self._ctx.Pipe()
         process = self._ctx.Process(
             target=run_worker, args=(spec, self._sock, theirs), name=f"seedgate-worker-{slot.index}", daemon=True
