@@ -69,6 +69,8 @@ class WorkersGateway(GatewayProcess):
         super().__init__(workdir, config, env=env, serve_args=("--workers", str(workers)))
         self.workers = workers
         self.seen: set[int] = set()
+        # no keep-alive: every probe is a new connection, which the kernel may hand to any worker
+        self._probes = httpx.Client(timeout=5, limits=httpx.Limits(max_keepalive_connections=0))
 
     def start(self, timeout: float = 60.0) -> WorkersGateway:
         url = str(self.config["database"]["url"])
@@ -82,7 +84,7 @@ class WorkersGateway(GatewayProcess):
     def probe(self) -> dict[str, Any] | None:
         """``/readyz`` on a new connection: the answering worker's pid and in-flight count."""
         try:
-            body: dict[str, Any] = httpx.get(self.base_url + "/readyz", timeout=5).json()
+            body: dict[str, Any] = self._probes.get(self.base_url + "/readyz").json()
         except (httpx.TransportError, ValueError):
             return None
         self.seen.add(int(body["pid"]))
@@ -101,6 +103,7 @@ class WorkersGateway(GatewayProcess):
 
     def kill(self) -> None:
         super().kill()
+        self._probes.close()
         for pid in self.seen:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
