@@ -118,7 +118,8 @@ def _exit_quietly(sig: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _drain_when_orphaned(conn: Connection) -> None:
+def drain_when_orphaned(conn: Connection) -> None:
+    """Wait (in a thread) for the supervisor's end of the pipe to close, then SIGTERM this worker."""
     try:
         conn.recv()  # the supervisor never writes: this returns only when its end closes
     except (EOFError, OSError):
@@ -137,7 +138,7 @@ def run_worker(spec: WorkerSpec, sock: socket.socket, conn: Connection) -> None:
     except (ConfigError, StartupError) as exc:
         conn.send(("failed", str(exc), EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STARTUP))
         sys.exit(EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_STARTUP)
-    threading.Thread(target=_drain_when_orphaned, args=(conn,), name="supervisor-watch", daemon=True).start()
+    threading.Thread(target=drain_when_orphaned, args=(conn,), name="supervisor-watch", daemon=True).start()
     from app.main import create_app  # after the checks: a worker that cannot serve fails without this import's seconds
 
     errors = _FirstError()

@@ -5,7 +5,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from app.workers import (
     StartupError,
     WorkerSpec,
     check_shared_limits,
+    drain_when_orphaned,
     worker_instance_id,
     worker_settings,
 )
@@ -168,3 +172,21 @@ def test_demo_mode_with_several_workers_needs_a_configured_master_key(
     settings = load_settings(config_file(tmp_path, demo=True))
     assert serve(settings, host=None, port=None, workers=2) == 2
     assert "demo mode without admin.master_key" in capsys.readouterr().err
+
+
+def test_a_worker_whose_supervisor_died_stops_itself_as_on_sigterm() -> None:
+    received: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda sig, frame: received.append(sig))
+    try:
+        supervisor_end, worker_end = multiprocessing.Pipe()
+        watch = threading.Thread(target=drain_when_orphaned, args=(worker_end,))
+        watch.start()
+        assert received == []  # a live supervisor: nothing happens
+        supervisor_end.close()  # the supervisor died: its end of the pipe closed
+        watch.join(5)
+        deadline = time.monotonic() + 5
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs in this (main) thread
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM]
