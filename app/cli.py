@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = with_config(sub.add_parser("serve", help="run the gateway"))
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes; each loads the config itself (needs redis.url)")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     with_config(db.add_parser("upgrade", help="apply pending migrations"))
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             from app.serve import serve
 
-            return serve(settings, host=args.host, port=args.port, workers=args.workers)
+            return serve(settings, host=args.host, port=args.port, workers=args.workers, config_path=args.config)
         if args.command == "db":
             upgrade(settings.database.url)
             print("database is at the latest schema revision")

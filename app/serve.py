@@ -1,62 +1,32 @@
-"""``seedgate serve``: migrations, demo mode, logging, and uvicorn with a draining shutdown.
+"""``seedgate serve``: migrations, demo mode, logging, then one draining server or N supervised workers.
 
-On SIGTERM/SIGINT readiness turns 503 and new chat requests are refused at once; uvicorn stops
-accepting connections and gives open streams ``server.shutdown_grace_seconds``; the lifespan then
-waits for every in-flight request to settle before the database closes.
+One process runs ``app.server.DrainingServer`` itself. ``--workers N`` (N > 1) hands over to
+``app.supervisor``: each worker loads the same config file and environment itself, so secrets never
+travel between processes. Several workers need ``redis.url`` (shared limits) and, when demo mode
+would generate the master key, a configured one (every worker must accept the same key).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 import sys
-from types import FrameType
-from typing import Any
 
 import uvicorn
 from pydantic import SecretStr
-from starlette.types import ASGIApp
 
 from app import accounts
 from app.accounts import KeyCreate
 from app.catalog import Catalog
 from app.db import Database
-from app.logs import configure_logging
 from app.main import create_app
 from app.migrate import upgrade
+from app.server import DrainingServer, configure_process_logging, uvicorn_options, with_server
 from app.settings import Settings
 
 log = logging.getLogger("seedgate")
 DEMO_BALANCE_USD = 5
-
-
-class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
-        super().__init__(config)
-        self._settings = settings
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        gateway = getattr(self._app_state, "services", None)
-        if gateway is not None:
-            gateway.lifecycle.draining = True
-        super().handle_exit(sig, frame)
-
-    @property
-    def _app_state(self) -> object:
-        app = self.config.loaded_app
-        while app is not None and not hasattr(app, "state"):
-            app = getattr(app, "app", None)
-        return getattr(app, "state", None)
-
-
-def _secrets(settings: Settings) -> list[str]:
-    found = [settings.admin.master_key.get_secret_value()]
-    found += [u.api_key.get_secret_value() for u in settings.upstreams]
-    if settings.redis.url is not None:
-        found.append(settings.redis.url.get_secret_value())
-    return [s for s in found if s]
 
 
 async def _create_demo_key(settings: Settings) -> str:
@@ -69,58 +39,44 @@ async def _create_demo_key(settings: Settings) -> str:
         await db.dispose()
 
 
-def serve(settings: Settings, *, host: str | None, port: int | None, workers: int | None) -> int:
-    server_cfg = settings.server.model_copy(
-        update={k: v for k, v in {"host": host, "port": port, "workers": workers}.items() if v is not None}
-    )
-    settings = settings.model_copy(update={"server": server_cfg})
-    if server_cfg.workers > 1 and settings.redis.url is None:
-        print(
-            "seedgate: refusing --workers > 1 without redis.url: each worker would count rate limits alone",
-            file=sys.stderr,
-        )
+def _refusal(settings: Settings) -> str | None:
+    if settings.server.workers == 1:
+        return None
+    if settings.redis.url is None:
+        return "refusing --workers > 1 without redis.url: each worker would count rate limits alone"
+    if settings.demo_mode and not settings.admin.master_key.get_secret_value():
+        return "refusing --workers > 1 in demo mode without admin.master_key: every worker must share one"
+    return None
+
+
+def serve(
+    settings: Settings, *, host: str | None, port: int | None, workers: int | None, config_path: str | None = None
+) -> int:
+    """Run the gateway until SIGTERM/SIGINT; ``config_path`` is what workers load (None: as the parent did)."""
+    server = {"host": host, "port": port, "workers": workers}
+    settings = with_server(settings, **server)
+    refusal = _refusal(settings)
+    if refusal is not None:
+        print(f"seedgate: {refusal}", file=sys.stderr)
         return 2
     demo = settings.demo_mode
     if demo and not settings.admin.master_key.get_secret_value():
         settings = settings.model_copy(
             update={"admin": settings.admin.model_copy(update={"master_key": SecretStr(secrets.token_urlsafe(32))})}
         )
-    configure_logging(settings.logging.level, _secrets(settings), json=settings.logging.format == "json")
+    configure_process_logging(settings)
     if settings.database.url.startswith("sqlite"):
         upgrade(settings.database.url)
     if demo:
         demo_key = asyncio.run(_create_demo_key(settings))
         _banner(settings, demo_key)
-    options: dict[str, Any] = {
-        "host": server_cfg.host,
-        "port": server_cfg.port,
-        "loop": "uvloop",
-        "http": "httptools",
-        "lifespan": "on",
-        "access_log": False,
-        "proxy_headers": False,  # only app.clientip decides the client address (server.trusted_proxies)
-        "log_config": None,
-        "timeout_graceful_shutdown": server_cfg.shutdown_grace_seconds,  # 0 cuts streams at once
-    }
-    if server_cfg.workers > 1:
-        # each worker process rebuilds the same settings from this snapshot
-        os.environ[SETTINGS_ENV] = settings.model_dump_json()
-        os.environ[DEMO_ENV] = "1" if demo else ""
-        uvicorn.run("app.serve:worker_app", factory=True, workers=server_cfg.workers, **options)
-        return 0
-    DrainingServer(uvicorn.Config(create_app(settings, demo=demo), **options), settings).run()
+    if settings.server.workers > 1:
+        from app.supervisor import Supervisor  # the single-process path never loads multiprocessing
+
+        overrides = {name: value for name, value in server.items() if value is not None}
+        return Supervisor(settings, config_path=config_path, server=overrides).run()
+    DrainingServer(uvicorn.Config(create_app(settings, demo=demo), **uvicorn_options(settings.server))).run()
     return 0
-
-
-SETTINGS_ENV = "SEEDGATE_WORKER_SETTINGS"
-DEMO_ENV = "SEEDGATE_WORKER_DEMO"
-
-
-def worker_app() -> ASGIApp:
-    """App factory for ``--workers N``: settings come from the parent process, secrets included."""
-    settings = Settings.model_validate_json(os.environ[SETTINGS_ENV])
-    configure_logging(settings.logging.level, _secrets(settings), json=settings.logging.format == "json")
-    return create_app(settings, demo=bool(os.environ.get(DEMO_ENV)))
 
 
 def _banner(settings: Settings, demo_key: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
@@ -23,11 +25,11 @@ async def hello() -> Response:
 
 @router.get("/healthz")
 async def healthz() -> Response:
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "pid": os.getpid()})  # with --workers N: which worker answered
 
 
 @router.get("/readyz")
 async def readyz(services: ServicesDep) -> Response:
     if services.lifecycle.draining:
-        return json_response({"status": "draining"}, status_code=503)
-    return json_response({"status": "ready", "inflight": services.lifecycle.inflight})
+        return json_response({"status": "draining", "pid": os.getpid()}, status_code=503)
+    return json_response({"status": "ready", "inflight": services.lifecycle.inflight, "pid": os.getpid()})

@@ -81,8 +81,17 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: Path, config: dict[str, Any], *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        *,
+        env: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
+    ) -> None:
         self.workdir = workdir
+        self.serve_args = serve_args
+        self.migrate = True  # False: the test migrated the server database itself
         self.port = free_port()
         config = deep_merge(config, {"server": {"port": self.port}})
         self.config = config
@@ -94,7 +103,7 @@ class GatewayProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> GatewayProcess:
-        if not str(self.config["database"]["url"]).startswith("sqlite"):
+        if self.migrate and not str(self.config["database"]["url"]).startswith("sqlite"):
             # `serve` migrates SQLite by itself; a server database is migrated once, as in production
             subprocess.run(
                 [sys.executable, "-m", "app", "db", "upgrade", "--config", str(self.config_path)],
@@ -106,7 +115,7 @@ class GatewayProcess:
             )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "app", "serve", "--config", str(self.config_path)],
+                [sys.executable, "-m", "app", "serve", "--config", str(self.config_path), *self.serve_args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
