@@ -102,7 +102,7 @@ class GatewayProcess:
         self._env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
+    def start(self, timeout: float = 60.0) -> GatewayProcess:
         if self.migrate and not str(self.config["database"]["url"]).startswith("sqlite"):
             # `serve` migrates SQLite by itself; a server database is migrated once, as in production
             subprocess.run(
