@@ -39,7 +39,7 @@ def test_400_message_is_shown_after_redaction() -> None:
     assert isinstance(failure.error, InvalidRequest)
     assert failure.error.status == 400
     assert failure.error.code == "upstream_invalid_request"
-    assert failure.error.message.startswith("Invalid parameter 'temperature'")
+    assert failure.error.message.startswith("The upstream rejected the request: Invalid parameter 'temperature'")
     for secret in (UPSTREAM_KEY, "sk-abcdef123456", "0123456789abcdef0123456789abcdef01"):
         assert secret not in failure.error.message
     assert "[redacted]" in failure.error.message
@@ -149,7 +149,7 @@ def test_413_and_422() -> None:
     assert not too_large.retryable
     unprocessable = classify_error("ark", 422, error_body("bad field"))
     assert isinstance(unprocessable.error, InvalidRequest)
-    assert unprocessable.error.message == "bad field"
+    assert unprocessable.error.message == "The upstream rejected the request: bad field"
 
 
 def test_unexpected_statuses_are_502_and_not_retried() -> None:
