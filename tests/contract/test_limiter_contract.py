@@ -19,13 +19,13 @@ from app.settings import LimitsSettings
 
 HOUR = 3600.0
 # small stores, so a modest flood would overflow a shared one
-SMALL = {"ip_windows": 20, "key_windows": 20, "slot_buckets": 20}
+SMALL = 20
 
 
 @pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
 async def limiter(request: pytest.FixtureRequest) -> AsyncIterator[Limiter]:
     if request.param == "memory":
-        yield MemoryLimiter(**SMALL)
+        yield MemoryLimiter(ip_windows=SMALL, key_windows=SMALL, slot_buckets=SMALL)
         return
     url: str = request.getfixturevalue("redis_url")  # skips when the test Redis is not running
     client = connect(url, timeout=5.0)
