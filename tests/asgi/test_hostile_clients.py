@@ -5,13 +5,16 @@ flushed out, bodies too deep to serialise, admin input at the edges, and the sch
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from app.json import MAX_JSON_DEPTH
+from app.main import create_app
 from tests.asgi.conftest import MakeHarness
-from tests.support.inprocess import Harness
+from tests.support.inprocess import Harness, inprocess_settings
 
 MODEL = "doubao-seed-2.0-pro"
 
@@ -169,3 +172,16 @@ async def test_openapi_and_docs_need_the_master_key(harness: Harness) -> None:
         schema = await admin.get("/admin/openapi.json")
     assert schema.status_code == 200
     assert "/admin/keys" in schema.json()["paths"]
+
+
+def test_demo_mode_alone_serves_the_schema_and_docs_publicly(tmp_path: Path) -> None:
+    settings = inprocess_settings(tmp_path / "demo.db")
+
+    def fastapi_of(app: Any) -> FastAPI:
+        while not isinstance(app, FastAPI):
+            app = app.app  # RequestContext -> BilledEndpoints -> FastAPI
+        return app
+
+    demo, production = fastapi_of(create_app(settings, demo=True)), fastapi_of(create_app(settings))
+    assert (demo.openapi_url, demo.docs_url) == ("/openapi.json", "/docs")
+    assert (production.openapi_url, production.docs_url) == (None, None)
