@@ -35,7 +35,10 @@ class ChatStream:
             if not chunk.get("choices"):
                 return b""
             del chunk["usage"]
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+            try:
+                return b"data: " + orjson.dumps(chunk) + b"\n\n"
+            except orjson.JSONEncodeError:
+                pass  # a hostile upstream's chunk nested deeper than orjson writes: relayed as it came
         if "\n" in data:
             return b"".join(b"data: " + line.encode() + b"\n" for line in data.split("\n")) + b"\n"
         return b"data: " + data.encode() + b"\n\n"

@@ -19,3 +19,12 @@ def test_single_line_data_passes_through_byte_for_byte() -> None:
     assert (
         ChatStream(include_usage=True).chunk({"id": "c1", "choices": []}, data) == b"data: " + data.encode() + b"\n\n"
     )
+
+
+def test_a_chunk_too_deep_to_re_serialise_is_relayed_as_it_came() -> None:
+    deep: object = "x"
+    for _ in range(300):
+        deep = [deep]
+    chunk = {"id": "c1", "choices": [{"index": 0, "delta": {"content": "hi", "x": deep}}], "usage": None}
+    data = orjson.dumps({"id": "c1"}).decode()  # what the upstream sent (its exact text is passed on)
+    assert ChatStream(include_usage=False).chunk(chunk, data) == b"data: " + data.encode() + b"\n\n"
