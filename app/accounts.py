@@ -48,9 +48,15 @@ class _KeySettings(BaseModel):
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
             return value.replace(tzinfo=UTC)  # a bare ISO 8601 time is read as UTC
-        return value
+        try:
+            # stored in UTC; 9999-12-31T23:59:59-12:00 and 0001-01-01T00:00:00+14:00 have no UTC form
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("must be a time between years 1 and 9999 in UTC") from None
 
 
 class KeyCreate(_KeySettings):

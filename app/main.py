@@ -95,7 +95,13 @@ def create_app(settings: Settings, *, demo: bool = False, transport: TransportFa
                 await services.drain(SETTLE_WAIT_SECONDS)
                 await services.aclose()
 
-    app = FastAPI(title="Seedgate", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # The schema lists every admin route: public only in demo mode (with /docs); otherwise it is
+    # GET /admin/openapi.json, behind the master key like the rest of /admin.
+    public_schema = "/openapi.json" if demo else None
+    docs = "/docs" if demo else None
+    app = FastAPI(
+        title="Seedgate", version="0.1.0", lifespan=lifespan, openapi_url=public_schema, docs_url=docs, redoc_url=None
+    )
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(anthropic.router)

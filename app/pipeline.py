@@ -30,7 +30,6 @@ from app.errors import (
     AuthenticationFailed,
     GatewayError,
     InsufficientBalance,
-    InvalidRequest,
     MonthlyQuotaExceeded,
     ServiceUnavailable,
     UpstreamError,
@@ -38,6 +37,7 @@ from app.errors import (
     request_id_headers,
 )
 from app.inbound import Inbound
+from app.json import parse_request_json
 from app.keys import KeyRecord, authenticate
 from app.limits.checks import check_ip, limit_key, release_key
 from app.money import rules
@@ -49,6 +49,7 @@ from app.outbound import AnswerResponse, RelayResponse
 from app.relay import Relay, UpstreamEvents
 from app.services import Services
 from app.upstream import UpstreamFailure, UpstreamReadError, UpstreamReadTimeout, UpstreamResponse, classify_error
+from app.upstream_errors import record_upstream_error
 from app.usage import record_policy_event
 
 log = logging.getLogger("seedgate.request")
@@ -76,7 +77,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     settings = services.settings
     if services.lifecycle.draining:
         raise ServiceUnavailable("The gateway is shutting down; retry on another instance.")
-    await check_ip(services.limiter, settings.limits.per_ip, inbound.client_ip)
+    await check_ip(services.limiter, settings.limits, inbound.client_ip)
     key = await authenticate(services.keys, inbound.api_key)
     inbound.record.key_id = key.id
     body = parse_json(await inbound.body())
@@ -118,6 +119,8 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     except UpstreamFailure as failure:
         if failure.policy:
             await record_policy(services, admission, failure.upstream_code)
+        if failure.upstream_status is not None:
+            await record_upstream_refusal(services, admission, failure)
         admission.outcome.status = f"upstream_{failure.upstream_status or failure.error.status}"
         admission.outcome.consumed = failure.accepted
         await asyncio.shield(settle(services, admission))
@@ -349,10 +352,7 @@ async def dialect_finish(dialect: Dialect, request: ChatRequest, admission: Admi
 
 
 def parse_json(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
+    return parse_request_json(raw)  # not JSON, or nested deeper than app.json allows: 400
 
 
 def parse_answer(admission: Admission, raw: bytes) -> dict[str, Any]:
@@ -399,6 +399,31 @@ async def record_policy(services: Services, admission: Admission, code: str | No
     except Exception:
         # a lost audit row must not turn the client's answer into a 500
         log.exception("could not record policy event")
+
+
+async def record_upstream_refusal(services: Services, admission: Admission, failure: UpstreamFailure) -> None:
+    """The upstream's own words, for the operator only (issue 11): the log line and ``upstream_errors``."""
+    log.warning(
+        "request %s: upstream %s answered HTTP %s: %s",
+        admission.inbound.request_id,
+        failure.upstream_name,
+        failure.upstream_status,
+        failure.upstream_message,
+    )
+    try:
+        await record_upstream_error(
+            services.db,
+            request_id=admission.inbound.request_id,
+            key_id=admission.key.id,
+            model=admission.model.id,
+            upstream=failure.upstream_name,
+            status=failure.upstream_status,
+            code=failure.upstream_code,
+            message=failure.upstream_message,
+            keep=services.settings.logging.upstream_errors_kept,
+        )
+    except Exception:
+        log.exception("could not record upstream error")  # the client's answer must not become a 500
 
 
 def total_timeout(services: Services, model: CatalogModel) -> float:

@@ -62,12 +62,15 @@ class Lifecycle:
 def build_limiter(settings: Settings) -> tuple[Limiter, Redis | None]:
     """In-memory limits for one process; with ``redis.url``, limits shared by every worker and host,
     falling back to local counting while Redis is unreachable (money never depends on Redis)."""
-    local = MemoryLimiter(max_buckets=settings.limits.max_limiter_buckets)
+    limits = settings.limits
+    local = MemoryLimiter(
+        ip_windows=limits.max_ip_buckets, key_windows=limits.max_key_buckets, slot_buckets=limits.max_slot_buckets
+    )
     if settings.redis.url is None:
         return local, None
     client = connect(settings.redis.url.get_secret_value())
     shared = RedisLimiter(client, prefix=settings.redis.prefix)
-    return FallbackLimiter(shared, local, max_buckets=settings.limits.max_limiter_buckets), client
+    return FallbackLimiter(shared, local, max_buckets=limits.max_slot_buckets), client
 
 
 def build_dialects(settings: Settings, stored: ResponseStore) -> dict[str, Dialect]:

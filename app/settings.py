@@ -141,7 +141,11 @@ class KeyDefaults(_Section):
 class LimitsSettings(_Section):
     per_ip: RateWindow = Field(default_factory=RateWindow)
     key_defaults: KeyDefaults = Field(default_factory=KeyDefaults)
-    max_limiter_buckets: int = Field(default=100_000, gt=0)
+    # one bounded store per class (issue 11), so unauthenticated traffic cannot push out keys' state
+    max_ip_buckets: int = Field(default=100_000, gt=0)  # per-IP windows, least recently used dropped
+    max_key_buckets: int = Field(default=100_000, gt=0)  # per-key rpm/tpm windows, least recently used dropped
+    max_slot_buckets: int = Field(default=100_000, gt=0)  # keys with live concurrency slots (never evicted)
+    ipv6_prefix_length: int = Field(default=64, ge=1, le=128)  # IPv6 clients share one per-IP limit per /N
 
 
 class RoutingSettings(_Section):
@@ -174,6 +178,7 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
     access: bool = True  # one line per HTTP request (seedgate.access)
+    upstream_errors_kept: int = Field(default=10_000, ge=0)  # newest upstream refusals kept for the admin view
 
 
 class Settings(BaseSettings):

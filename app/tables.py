@@ -183,3 +183,20 @@ stored_responses = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_stored_responses_created_at", "created_at"),
 )
+
+# What upstreams answered when they refused a request, in their own words (the client saw only the
+# gateway's digest, app.upstream_messages); only the last ``logging.upstream_errors_kept`` rows are kept.
+upstream_errors = Table(
+    "upstream_errors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("key_id", String(40), nullable=True),
+    Column("model", String(200), nullable=True),
+    Column("upstream", String(200), nullable=True),
+    Column("status", Integer, nullable=True),
+    Column("code", String(100), nullable=True),
+    Column("message", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_upstream_errors_request_id", "request_id"),
+)

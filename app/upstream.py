@@ -7,8 +7,10 @@ another attempt is safe (only when the upstream never accepted the request: conn
 timeout, or an HTTP 429/5xx answer), and whether the upstream worked on it (``accepted``: it timed
 out holding the request, so the operator is billed and so is the key).
 
-Upstream error bodies are read (bounded) only to classify them; a 400's message may be shown to the
-client after redaction, 401/403/5xx bodies never are (they can echo the upstream key).
+Upstream error bodies are read (bounded) only to classify them; a 400's message reaches the client
+only as ``app.upstream_messages`` digests it (no hosts, accounts, endpoints or keys), 401/403/5xx
+bodies never do (they can echo the upstream key). The upstream's own text rides on the failure
+(``upstream_message``) for the log and ``upstream_errors``.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from app.errors import (
     UpstreamTimeout,
 )
 from app.settings import UpstreamSettings
+from app.upstream_messages import client_message, client_param, operator_text
 
 log = logging.getLogger("seedgate.upstream")
 
@@ -52,6 +55,8 @@ class UpstreamFailure(Exception):
     retry_after: float | None = None  # seconds the upstream asked us to wait (429/503)
     attempts: int = 1
     accepted: bool = False  # the upstream had the request and worked on it (it bills the operator)
+    upstream_name: str | None = None  # which upstream answered with an HTTP error
+    upstream_message: str | None = None  # its own text, for the log and the admin view only
 
 
 class UpstreamUnreachable(Exception):
@@ -194,9 +199,11 @@ class Upstream:
         ``read_timeout`` overrides the upstream's idle timeout (per model: reasoning models are slow).
         """
         try:
-            response = await self._transport.post(
-                orjson.dumps(body), read_timeout=read_timeout or self.settings.read_timeout
-            )
+            payload = orjson.dumps(body)
+        except orjson.JSONEncodeError:  # app.json refuses deep bodies first; never a 500 if one slips by
+            raise UpstreamFailure(InvalidRequest("The request cannot be encoded as JSON."), retryable=False) from None
+        try:
+            response = await self._transport.post(payload, read_timeout=read_timeout or self.settings.read_timeout)
         except UpstreamUnreachable as exc:
             log.warning("upstream %s unreachable: %s", self.name, exc)
             raise UpstreamFailure(UpstreamError("The upstream service is unreachable."), retryable=True) from None
@@ -249,6 +256,15 @@ def error_fields(raw: bytes) -> tuple[str | None, str | None]:
     return (str(code) if code is not None else None), (message if isinstance(message, str) else None)
 
 
+def _error_param(raw: bytes) -> object:
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    return err.get("param") if isinstance(err, dict) else None
+
+
 def is_policy_code(code: str | None) -> bool:
     """Judged on the error code alone: a message saying "case-sensitive" is no policy refusal."""
     lowered = (code or "").lower()
@@ -260,7 +276,16 @@ def classify_error(
 ) -> UpstreamFailure:
     """What an upstream HTTP error means for the client; ``secrets`` are scrubbed from any shown text."""
     code, message = error_fields(raw)
-    log.warning("upstream %s answered HTTP %s (code %s)", name, status, code)
+    kept = operator_text(message, secrets)
+    log.warning("upstream %s answered HTTP %s (code %s): %s", name, status, code, kept)
+    failure = _classify(status, code, message, retry_after, secrets, raw)
+    failure.upstream_name, failure.upstream_message = name, kept
+    return failure
+
+
+def _classify(
+    status: int, code: str | None, message: str | None, retry_after: str | None, secrets: tuple[str, ...], raw: bytes
+) -> UpstreamFailure:
     if status == 451 or (status == 400 and is_policy_code(code)):
         return UpstreamFailure(
             ContentPolicyViolation("The request or its answer was refused by the content policy."),
@@ -270,8 +295,11 @@ def classify_error(
             policy=True,
         )
     if status in (400, 422):
-        shown = redact(message, secrets)[:500] if message else "The upstream service rejected the request."
-        return UpstreamFailure(InvalidRequest(shown, code="upstream_invalid_request"), False, status, code)
+        # only the gateway's digest of the upstream's text: app.upstream_messages owns what may be shown
+        shown = InvalidRequest(
+            client_message(message, secrets), param=client_param(_error_param(raw)), code="upstream_invalid_request"
+        )
+        return UpstreamFailure(shown, False, status, code)
     if status == 413:
         return UpstreamFailure(PayloadTooLarge("The request is too large for the upstream."), False, status, code)
     if status == 429:

@@ -3,6 +3,8 @@
 Stream chunks pass through byte for byte, except that the ``usage`` field and the final
 ``choices: []`` usage chunk are removed when the client did not ask for
 ``stream_options.include_usage`` (the upstream is always asked for usage, so the gateway can bill).
+An upstream event whose data spans several ``data:`` lines (legal SSE) is re-emitted as one
+``data:`` line per line, never as text with raw newlines that would break the client's framing.
 A mid-stream failure is the ``data: {"error": {...}}`` event that openai-python raises as
 ``APIError``; idle periods get ``: keepalive`` comments, which the SDKs ignore.
 """
@@ -33,7 +35,12 @@ class ChatStream:
             if not chunk.get("choices"):
                 return b""
             del chunk["usage"]
-            return b"data: " + orjson.dumps(chunk) + b"\n\n"
+            try:
+                return b"data: " + orjson.dumps(chunk) + b"\n\n"
+            except orjson.JSONEncodeError:
+                pass  # a hostile upstream's chunk nested deeper than orjson writes: relayed as it came
+        if "\n" in data:
+            return b"".join(b"data: " + line.encode() + b"\n" for line in data.split("\n")) + b"\n"
         return b"data: " + data.encode() + b"\n\n"
 
     def done(self) -> bytes:

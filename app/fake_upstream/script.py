@@ -140,6 +140,7 @@ class Script:
     malformed_after_events: int | None = None
     line_ending: str = "\n"
     byte_by_byte: bool = False
+    multiline_data: bool = False  # each JSON event indented over several `data:` lines (legal SSE)
     no_done: bool = False
     stream_error: dict[str, Any] | None = None
     hang: bool = False
@@ -180,7 +181,7 @@ class Script:
             _check_count(name, getattr(self, name), optional=True)
         if self.line_ending not in LINE_ENDINGS:
             raise ValueError("line_ending must be one of '\\n', '\\r\\n', '\\r'")
-        for name in ("byte_by_byte", "no_done", "hang", "close_connection"):
+        for name in ("byte_by_byte", "multiline_data", "no_done", "hang", "close_connection"):
             _check(name, getattr(self, name), bool)
         if self.stream_error is not None:
             _check("stream_error", self.stream_error, dict)

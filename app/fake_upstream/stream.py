@@ -8,7 +8,8 @@ sleep (not before the first event), a `: keepalive` comment when `i` is a positi
 after the event, when `i + 1 == reset_after_events`, the TCP connection is reset (SO_LINGER 0 +
 `transport.abort()`: no terminating chunk, no `[DONE]`). `reset_after_events=0` resets right after the
 response head; counters beyond the last event never fire, except `malformed_after_events` equal to the
-event count, which puts the broken block last.
+event count, which puts the broken block last. With `multiline_data` every JSON event is indented and
+sent as one `data:` line per line, which an SSE client joins back with newlines.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+
+import orjson
 
 from app.fake_upstream.script import Script
 from app.fake_upstream.wire import LAST_CHUNK, chunk, response_head
@@ -35,6 +38,14 @@ def reset(writer: asyncio.StreamWriter) -> None:
     if sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+def data_lines(payload: bytes, multiline: bool, end: bytes = b"\n") -> bytes:
+    """The `data:` field(s) of one event, without the blank line that ends it."""
+    if not multiline or not payload.startswith(b"{"):
+        return b"data: " + payload
+    lines = orjson.dumps(orjson.loads(payload), option=orjson.OPT_INDENT_2).split(b"\n")
+    return end.join(b"data: " + line for line in lines)
 
 
 async def write_stream(writer: asyncio.StreamWriter, script: Script, payloads: list[bytes], head: bytes) -> bool:
@@ -64,7 +75,7 @@ async def write_stream(writer: asyncio.StreamWriter, script: Script, payloads: l
                 await send(b": keepalive" + blank)
         if script.malformed_after_events == index:
             await send(b"data: {not json" + blank)
-        await send(b"data: " + payload + blank)
+        await send(data_lines(payload, script.multiline_data, end) + blank)
         if script.reset_after_events == index + 1:
             reset(writer)
             return False

@@ -4,14 +4,22 @@ Order (docs/reliability.md): the per-IP window counts every request, authenticat
 logins are limited too; the per-key checks come after authentication and validation:
 requests/min, tokens/min (the prompt estimate, corrected when the request ends), and concurrent
 requests (a slot held until the request ends).
+
+An IPv4 client is limited per address; an IPv6 client per network of ``ipv6_prefix_length`` bits
+(default /64, what one subscriber is usually given: limiting per address would let one host rotate
+through 2^64 of them). Anything that is not an IP address (a test client's name) is its own bucket.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
+
 from app.errors import RateLimited
 from app.keys import KeyRecord
 from app.limits.limiter import Limiter, ratelimit_headers
-from app.settings import KeyDefaults, RateWindow
+from app.limits.memory import IP_PREFIX
+from app.settings import KeyDefaults, LimitsSettings
 
 
 def concurrency_bucket(key_id: str) -> str:
@@ -22,8 +30,26 @@ def tpm_bucket(key_id: str) -> str:
     return f"tpm:{key_id}"
 
 
-async def check_ip(limiter: Limiter, window: RateWindow, client_ip: str) -> None:
-    decision = await limiter.hit(f"ip:{client_ip}", limit=window.requests, window_seconds=window.window_seconds)
+@functools.lru_cache(maxsize=4096)
+def ip_bucket(client_ip: str, ipv6_prefix_length: int = 64) -> str:
+    """The per-IP bucket of ``client_ip``: the IPv4 address, or its IPv6 network."""
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return IP_PREFIX + client_ip
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is None:
+            network = ipaddress.IPv6Network((address, ipv6_prefix_length), strict=False)
+            return f"{IP_PREFIX}{network.network_address.compressed}/{ipv6_prefix_length}"
+        address = mapped
+    return IP_PREFIX + address.compressed
+
+
+async def check_ip(limiter: Limiter, limits: LimitsSettings, client_ip: str) -> None:
+    window = limits.per_ip
+    bucket = ip_bucket(client_ip, limits.ipv6_prefix_length)
+    decision = await limiter.hit(bucket, limit=window.requests, window_seconds=window.window_seconds)
     if not decision.allowed:
         raise RateLimited(
             "Too many requests from this address; slow down.",

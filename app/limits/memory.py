@@ -7,9 +7,13 @@ Rules owned here:
   Each bucket costs O(1) memory (two counters) whatever its traffic.
 - `retry_after` solves that formula for the earliest moment the same hit fits, assuming no other
   traffic; it is never an estimate, so a client that waits that long is admitted.
-- Memory is bounded: at most `max_buckets` buckets (rate windows and concurrency slots together) are
-  kept, and the least recently used is dropped first. Dropping a bucket forgets its usage, which errs
-  on the side of admitting.
+- Memory is bounded, one store per class, so one class can never push another out (issue 11: a flood
+  of unauthenticated addresses used to evict keys' concurrency slots):
+  per-IP windows (buckets named ``ip:...``, at most `ip_windows`), per-key windows (every other rate
+  bucket, at most `key_windows`) and concurrency slots (at most `slot_buckets`). A full window store
+  drops its least recently used bucket, which forgets its usage and errs on the side of admitting.
+  Live concurrency slots are never dropped: a full slot store first forgets buckets whose slots all
+  expired, and if every bucket still holds a live slot, a new bucket's `acquire` is refused.
 - Concurrency slots expire after their TTL. `release` frees the slot with the earliest expiry: the
   remaining slots then live at least as long as the real ones would, so a live holder never loses its
   slot early. The TTL must outlast the longest legitimate hold.
@@ -92,24 +96,57 @@ def _remaining(limit: int, used: float) -> int:
     return max(0, math.floor(limit - used + _SLACK))
 
 
+IP_PREFIX = "ip:"  # rate buckets of client addresses (app.limits.checks), kept in their own store
+
+
+class _Windows:
+    """Rate windows of one class, least recently used first."""
+
+    __slots__ = ("buckets", "max_size")
+
+    def __init__(self, max_size: int) -> None:
+        if max_size < 1:
+            raise ValueError("a limiter store holds at least 1 bucket")
+        self.max_size = max_size
+        self.buckets: OrderedDict[str, _Window] = OrderedDict()
+
+    def insert(self, bucket: str, state: _Window) -> None:
+        self.buckets[bucket] = state
+        if len(self.buckets) > self.max_size:
+            self.buckets.popitem(last=False)
+
+
 class MemoryLimiter:
     """`Limiter` backed by process memory. Not shared between workers or processes."""
 
-    __slots__ = ("_buckets", "_clock", "_max_buckets")
+    __slots__ = ("_clock", "_ip", "_keys", "_max_slot_buckets", "_slots")
 
-    def __init__(self, max_buckets: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
-        if max_buckets < 1:
-            raise ValueError("max_buckets must be at least 1")
-        self._max_buckets = max_buckets
+    def __init__(
+        self,
+        *,
+        ip_windows: int = 100_000,
+        key_windows: int = 100_000,
+        slot_buckets: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if slot_buckets < 1:
+            raise ValueError("a limiter store holds at least 1 bucket")
+        self._ip = _Windows(ip_windows)
+        self._keys = _Windows(key_windows)
+        self._max_slot_buckets = slot_buckets
         self._clock = clock
-        # Values are a rate window or a heap of slot expiry times; insertion order is recency order.
-        self._buckets: OrderedDict[str, _Window | list[float]] = OrderedDict()
+        # bucket -> heap of its slots' expiry times; never evicted while a slot is live
+        self._slots: dict[str, list[float]] = {}
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._ip.buckets) + len(self._keys.buckets) + len(self._slots)
 
     def __contains__(self, bucket: object) -> bool:
-        return bucket in self._buckets
+        return bucket in self._ip.buckets or bucket in self._keys.buckets or bucket in self._slots
+
+    def sizes(self) -> dict[str, int]:
+        """Buckets held per store (for tests and metrics)."""
+        return {"ip": len(self._ip.buckets), "key": len(self._keys.buckets), "slots": len(self._slots)}
 
     async def hit(self, bucket: str, *, limit: int, window_seconds: float, cost: int = 1) -> Decision:
         if cost < 0:
@@ -126,7 +163,7 @@ class MemoryLimiter:
         )
 
     async def add(self, bucket: str, *, window_seconds: float, cost: int) -> None:
-        if cost <= 0 and bucket not in self._buckets:
+        if cost <= 0 and bucket not in self._store(bucket).buckets:
             return  # nothing recorded, nothing to give back
         now = self._clock()
         state = self._window(bucket, window_seconds, now)
@@ -144,17 +181,13 @@ class MemoryLimiter:
     async def acquire(self, bucket: str, *, limit: int, ttl_seconds: float) -> bool:
         if not ttl_seconds > 0:
             raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds!r}")
+        self._not_a_window(bucket)
         now = self._clock()
-        slots = self._buckets.get(bucket)
+        slots = self._slots.get(bucket)
         if slots is None:
-            if limit < 1:
+            if limit < 1 or not self._room_for_a_bucket(now):
                 return False
-            slots = []
-            self._insert(bucket, slots)
-        elif isinstance(slots, _Window):
-            raise ValueError(f"bucket {bucket!r} is a rate window, not a concurrency bucket")
-        else:
-            self._buckets.move_to_end(bucket)
+            slots = self._slots[bucket] = []
         while slots and slots[0] <= now:
             heapq.heappop(slots)
         if len(slots) >= limit:
@@ -163,36 +196,46 @@ class MemoryLimiter:
         return True
 
     async def release(self, bucket: str) -> None:
-        slots = self._buckets.get(bucket)
+        self._not_a_window(bucket)
+        slots = self._slots.get(bucket)
         if slots is None:
-            return  # never acquired, already expired and dropped, or evicted: nothing to go below zero
-        if isinstance(slots, _Window):
-            raise ValueError(f"bucket {bucket!r} is a rate window, not a concurrency bucket")
+            return  # never acquired, or already expired and dropped: nothing to go below zero
         if slots:
             heapq.heappop(slots)
         now = self._clock()
         while slots and slots[0] <= now:
             heapq.heappop(slots)
         if not slots:
-            del self._buckets[bucket]
+            del self._slots[bucket]
+
+    def _room_for_a_bucket(self, now: float) -> bool:
+        if len(self._slots) < self._max_slot_buckets:
+            return True
+        # Full: forget only buckets whose every slot expired (their holders died without releasing).
+        for name in [name for name, slots in self._slots.items() if not slots or max(slots) <= now]:
+            del self._slots[name]
+        return len(self._slots) < self._max_slot_buckets
+
+    def _store(self, bucket: str) -> _Windows:
+        return self._ip if bucket.startswith(IP_PREFIX) else self._keys
+
+    def _not_a_window(self, bucket: str) -> None:
+        if bucket in self._store(bucket).buckets:
+            raise ValueError(f"bucket {bucket!r} is a rate window, not a concurrency bucket")
 
     def _window(self, bucket: str, window_seconds: float, now: float) -> _Window:
         """The rate window of `bucket`, created if missing, marked most recently used."""
-        state = self._buckets.get(bucket)
+        if bucket in self._slots:
+            raise ValueError(f"bucket {bucket!r} is a concurrency bucket, not a rate window")
+        store = self._store(bucket)
+        state = store.buckets.get(bucket)
         if state is None:
             state = _Window(window_seconds, now)
-            self._insert(bucket, state)
+            store.insert(bucket, state)
             return state
-        if not isinstance(state, _Window):
-            raise ValueError(f"bucket {bucket!r} is a concurrency bucket, not a rate window")
-        self._buckets.move_to_end(bucket)
+        store.buckets.move_to_end(bucket)
         if state.window != window_seconds:
             # The configured window changed: old counts are in other units of time, start afresh.
             state = _Window(window_seconds, now)
-            self._buckets[bucket] = state
+            store.buckets[bucket] = state
         return state
-
-    def _insert(self, bucket: str, state: _Window | list[float]) -> None:
-        self._buckets[bucket] = state
-        if len(self._buckets) > self._max_buckets:
-            self._buckets.popitem(last=False)

@@ -13,7 +13,9 @@ Rules owned here:
   slot id -> expiry in integer microseconds, pruned on every call, whose TTL is its latest slot's expiry.
   Nothing outlives its usefulness, so the key space stays bounded without any sweeper.
 - Rate and concurrency buckets share one key space under `prefix`; using a name as the other kind is a
-  `ValueError`, as in memory.
+  `ValueError`, as in memory. Each class has its own name (`ip:`, `rpm:`, `tpm:`, `conc:`) and Redis
+  never evicts by count, so, as in memory, per-IP traffic cannot push out a key's windows or its live
+  slots (run Redis with `maxmemory-policy noeviction` or `volatile-ttl`, never an `allkeys-*` policy).
 - Needs Redis >= 5 (scripts that call TIME and then write, ZPOPMIN). One key per script, so it also
   works on a Redis Cluster.
 """

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import Response
@@ -12,8 +11,9 @@ from starlette.responses import Response
 from app import accounts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.errors import InvalidRequest, NotFound
-from app.json import json_response
+from app.json import json_response, parse_request_json
 from app.routes.deps import AdminDep, ServicesDep
+from app.upstream_errors import list_upstream_errors
 from app.usage import list_policy_events, list_usage
 
 
@@ -28,10 +28,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def _body(request: Request, model: type[M]) -> M:
-    try:
-        data = orjson.loads(await request.body())
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("The request body is not valid JSON.") from None
+    data = parse_request_json(await request.body())
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -131,3 +128,18 @@ async def upstreams(services: ServicesDep) -> Response:
         for t in model.targets
     ]
     return json_response({"targets": configured, "health": services.router.snapshot()})
+
+
+@router.get("/upstream-errors")
+async def upstream_error_log(
+    services: ServicesDep, request_id: str | None = None, limit: int = Query(100, ge=1, le=1000)
+) -> Response:
+    """What upstreams said when they refused requests, newest first (clients saw only the gateway's digest)."""
+    rows = await list_upstream_errors(services.db, request_id=request_id, limit=limit)
+    return json_response({"object": "list", "data": rows})
+
+
+@router.get("/openapi.json")
+async def openapi_schema(request: Request) -> Response:
+    """The OpenAPI schema (not served publicly outside demo mode: it lists every admin route)."""
+    return json_response(request.app.openapi())

@@ -23,7 +23,7 @@ router = APIRouter()
 
 @router.post("/v1/messages/count_tokens")
 async def count_tokens(services: ServicesDep, inbound: InboundDep) -> Response:
-    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await check_ip(services.limiter, services.settings.limits, inbound.client_ip)
     await authenticate(services.keys, inbound.api_key)
     body = parse_json(await inbound.body())
     if not isinstance(body, dict) or not isinstance(body.get("messages"), list):

@@ -13,12 +13,12 @@ from app.routes.deps import ServicesDep
 router = APIRouter()
 
 
-@router.api_route("/", methods=["GET", "HEAD"])
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)  # GET+HEAD: one operation id twice
 async def root() -> Response:
     return json_response({"service": "seedgate", "status": "ok"})
 
 
-@router.api_route("/api/hello", methods=["GET", "HEAD"])
+@router.api_route("/api/hello", methods=["GET", "HEAD"], include_in_schema=False)
 async def hello() -> Response:
     return json_response({"status": "ok"})
 

@@ -58,7 +58,7 @@ def _listed(services: ServicesDep) -> list[tuple[str, CatalogModel]]:
 
 @router.get("/v1/models")
 async def list_models(request: Request, services: ServicesDep, inbound: InboundDep) -> Response:
-    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await check_ip(services.limiter, services.settings.limits, inbound.client_ip)
     await authenticate(services.keys, inbound.api_key)
     anthropic = "anthropic-version" in request.headers
     cards = []
@@ -82,7 +82,7 @@ async def list_models(request: Request, services: ServicesDep, inbound: InboundD
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, request: Request, services: ServicesDep, inbound: InboundDep) -> Response:
-    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await check_ip(services.limiter, services.settings.limits, inbound.client_ip)
     await authenticate(services.keys, inbound.api_key)
     model = services.catalog.resolve(model_id)
     if model is None:

@@ -25,7 +25,7 @@ def _missing(response_id: str) -> NotFound:
 
 @router.get("/v1/responses/{response_id}")
 async def get_response(response_id: str, services: ServicesDep, inbound: InboundDep) -> Response:
-    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await check_ip(services.limiter, services.settings.limits, inbound.client_ip)
     key = await authenticate(services.keys, inbound.api_key)
     record = await services.stored_responses.get(response_id, key.id)
     if record is None:
@@ -35,7 +35,7 @@ async def get_response(response_id: str, services: ServicesDep, inbound: Inbound
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(response_id: str, services: ServicesDep, inbound: InboundDep) -> Response:
-    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
+    await check_ip(services.limiter, services.settings.limits, inbound.client_ip)
     key = await authenticate(services.keys, inbound.api_key)
     if not await services.stored_responses.delete(response_id, key.id):
         raise _missing(response_id)

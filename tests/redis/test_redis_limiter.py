@@ -1,3 +1,6 @@
+"""Redis-only limiter behaviour (TTLs, Redis time, shared counts, fallback); the behaviour every backend
+shares is in tests/contract/test_limiter_contract.py."""
+
 import asyncio
 import logging
 import math
@@ -35,44 +38,6 @@ def test_backends_satisfy_the_limiter_interface(dead_client: Redis) -> None:
     redis_limiter: Limiter = RedisLimiter(dead_client)  # checked by mypy --strict
     fallback: Limiter = FallbackLimiter(redis_limiter, MemoryLimiter())
     assert isinstance(fallback, FallbackLimiter)
-
-
-async def test_admits_up_to_the_limit_then_denies(limiter: RedisLimiter) -> None:
-    decisions = [await limiter.hit("k", limit=3, window_seconds=HOUR) for _ in range(4)]
-    assert [d.allowed for d in decisions] == [True, True, True, False]
-    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
-    assert decisions[0].retry_after == 0.0
-    assert decisions[3].retry_after > 0
-    assert (await limiter.hit("other", limit=1, window_seconds=HOUR)).allowed  # buckets are independent
-
-
-async def test_denied_hits_do_not_consume(limiter: RedisLimiter) -> None:
-    assert (await limiter.hit("k", limit=5, window_seconds=HOUR, cost=3)).allowed
-    for _ in range(10):
-        assert not (await limiter.hit("k", limit=5, window_seconds=HOUR, cost=3)).allowed
-    assert (await limiter.hit("k", limit=5, window_seconds=HOUR, cost=2)).allowed
-
-
-async def test_cost_counts_as_several_units_and_above_the_limit_never_fits(limiter: RedisLimiter) -> None:
-    first = await limiter.hit("tokens", limit=1000, window_seconds=HOUR, cost=700)
-    assert (first.allowed, first.remaining) == (True, 300)
-    assert not (await limiter.hit("tokens", limit=1000, window_seconds=HOUR, cost=301)).allowed
-    assert (await limiter.hit("tokens", limit=1000, window_seconds=HOUR, cost=300)).allowed
-    too_big = await limiter.hit("big", limit=100, window_seconds=HOUR, cost=101)
-    assert not too_big.allowed
-    assert too_big.retry_after >= HOUR
-
-
-async def test_add_records_usage_and_negative_add_refunds_but_never_below_zero(limiter: RedisLimiter) -> None:
-    await limiter.hit("tokens", limit=100, window_seconds=HOUR, cost=50)
-    await limiter.add("tokens", window_seconds=HOUR, cost=500)
-    assert not (await limiter.hit("tokens", limit=100, window_seconds=HOUR, cost=1)).allowed
-    await limiter.add("tokens", window_seconds=HOUR, cost=-520)  # 550 - 520 = 30 left
-    assert not (await limiter.hit("tokens", limit=100, window_seconds=HOUR, cost=71)).allowed
-    assert (await limiter.hit("tokens", limit=100, window_seconds=HOUR, cost=70)).allowed
-    await limiter.add("tokens", window_seconds=HOUR, cost=-10_000)
-    decision = await limiter.hit("tokens", limit=100, window_seconds=HOUR, cost=100)
-    assert (decision.allowed, decision.remaining) == (True, 0)
 
 
 async def test_refund_reaches_the_previous_window(limiter: RedisLimiter, redis_client: Redis) -> None:
@@ -149,24 +114,6 @@ async def test_keys_carry_a_ttl_so_nothing_leaks(limiter: RedisLimiter, redis_cl
     assert 0 < await redis_client.pttl(limiter.key("slots")) <= 30_001  # the key's expiry is rounded up to a ms
     await limiter.release("slots")
     assert await redis_client.exists(limiter.key("slots")) == 0  # a released bucket frees its key
-
-
-async def test_concurrency_slots_are_limited_and_released(limiter: RedisLimiter) -> None:
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert not await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    await limiter.release("streams")
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert not await limiter.acquire("streams", limit=2, ttl_seconds=600)
-
-
-async def test_release_never_goes_below_zero(limiter: RedisLimiter) -> None:
-    await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    for _ in range(5):
-        await limiter.release("streams")
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert not await limiter.acquire("streams", limit=2, ttl_seconds=600)
 
 
 async def test_zero_limit_never_admits_a_slot(limiter: RedisLimiter, redis_client: Redis) -> None:

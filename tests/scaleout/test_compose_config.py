@@ -8,6 +8,7 @@ config`` validates the file too when the compose client is installed.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import shutil
@@ -122,7 +123,7 @@ def test_the_replica_environment_configures_postgres_redis_and_the_proxy_contrac
         assert settings.server.host == "0.0.0.0", name  # inside its container, behind nginx
         assert settings.server.instance_id == name
         trusted = TrustedProxies.parse(settings.server.trusted_proxies)
-        assert "172.18.0.2" in trusted, settings.server.trusted_proxies  # a compose network address: nginx
+        assert nginx_address() in trusted, settings.server.trusted_proxies
         assert "203.0.113.7" not in trusted, settings.server.trusted_proxies  # the internet is not a proxy
         assert any(u.api_key.get_secret_value() for u in settings.upstreams), name  # not demo mode
 
@@ -148,3 +149,30 @@ def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
         [docker, "compose", "config", "--quiet"], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+def nginx_address() -> str:
+    address: str = services()["nginx"]["networks"]["front"]["ipv4_address"]
+    return address
+
+
+def test_replicas_trust_exactly_the_nginx_container() -> None:
+    front = ipaddress.ip_network(compose()["networks"]["front"]["ipam"]["config"][0]["subnet"])
+    assert ipaddress.ip_address(nginx_address()) in front
+    for name, replica in replicas().items():
+        settings = replica_settings(replica)
+        assert settings.server.trusted_proxies == [nginx_address()], name
+        trusted = TrustedProxies.parse(settings.server.trusted_proxies)
+        # any other client on a private network (or another container on `front`) cannot spoof X-Forwarded-For
+        for other in ("172.28.0.11", "172.18.0.2", "10.1.2.3", "192.168.1.20", "172.16.0.5"):
+            assert other not in trusted, (name, other)
+
+
+def test_replicas_are_reachable_only_through_nginx() -> None:
+    for name, replica in replicas().items():
+        assert "ports" not in replica, name  # nothing published: the host reaches them only via nginx
+        assert "front" in replica["networks"], name
+    nginx = services()["nginx"]
+    assert nginx["ports"], nginx
+    for name in ("postgres", "redis"):
+        assert "front" not in services()[name]["networks"], name

@@ -21,6 +21,7 @@ import orjson
 
 from app.fake_upstream.completion import ChatRequest, completion_body, stream_payloads
 from app.fake_upstream.script import DEFAULT_CONTENT, Script
+from app.fake_upstream.stream import data_lines
 from app.main import create_app
 from app.migrate import upgrade
 from app.services import Services
@@ -95,7 +96,8 @@ class ScriptedTransport:
         if not chat.stream:
             response = ScriptedResponse(200, script.headers, [completion_body(script, chat, content)])
         else:
-            events = [b"data: " + payload + b"\n\n" for payload in stream_payloads(script, chat, content)]
+            payloads = stream_payloads(script, chat, content)
+            events = [data_lines(payload, script.multiline_data) + b"\n\n" for payload in payloads]
             if script.malformed_after_events is not None:
                 events.insert(script.malformed_after_events, b"data: {not json\n\n")
             response = ScriptedResponse(

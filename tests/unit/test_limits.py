@@ -191,12 +191,12 @@ async def test_invalid_arguments_are_refused(limiter: MemoryLimiter) -> None:
         await limiter.hit("k", limit=1, window_seconds=0)
     with pytest.raises(ValueError, match="ttl_seconds"):
         await limiter.acquire("s", limit=1, ttl_seconds=0)
-    with pytest.raises(ValueError, match="max_buckets"):
-        MemoryLimiter(max_buckets=0)
+    with pytest.raises(ValueError, match="at least 1 bucket"):
+        MemoryLimiter(key_windows=0)
 
 
 async def test_lru_bound_keeps_the_most_recently_used(limiter: MemoryLimiter, clock: FakeClock) -> None:
-    small = MemoryLimiter(max_buckets=3, clock=clock)
+    small = MemoryLimiter(key_windows=3, clock=clock)
     for name in ("a", "b", "c"):
         await small.hit(name, limit=1, window_seconds=WINDOW)
     await small.hit("a", limit=1, window_seconds=WINDOW)  # touch: "b" is now the least recently used
@@ -208,20 +208,41 @@ async def test_lru_bound_keeps_the_most_recently_used(limiter: MemoryLimiter, cl
     assert not (await small.hit("a", limit=1, window_seconds=WINDOW)).allowed
 
 
-async def test_bucket_count_never_exceeds_the_bound(clock: FakeClock) -> None:
-    small = MemoryLimiter(max_buckets=50, clock=clock)
+async def test_each_store_stays_within_its_own_bound(clock: FakeClock) -> None:
+    small = MemoryLimiter(ip_windows=50, key_windows=20, slot_buckets=10, clock=clock)
     for i in range(500):
-        if i % 2:
-            await small.hit(f"ip:{i}", limit=5, window_seconds=WINDOW)
-        else:
-            await small.acquire(f"streams:{i}", limit=2, ttl_seconds=600)
-        assert len(small) <= 50
+        await small.hit(f"ip:{i}", limit=5, window_seconds=WINDOW)
+        await small.hit(f"rpm:{i}", limit=5, window_seconds=WINDOW)
+        assert small.sizes()["ip"] <= 50
+        assert small.sizes()["key"] <= 20
     assert "ip:499" in small
+    assert "rpm:499" in small
+
+
+async def test_a_flood_of_addresses_never_evicts_key_windows_or_live_slots(clock: FakeClock) -> None:
+    small = MemoryLimiter(ip_windows=5, key_windows=5, slot_buckets=5, clock=clock)
+    assert (await small.hit("rpm:key", limit=1, window_seconds=WINDOW)).allowed
+    assert await small.acquire("conc:key", limit=1, ttl_seconds=600)
+    for i in range(1000):
+        await small.hit(f"ip:10.0.{i // 250}.{i % 250}", limit=5, window_seconds=WINDOW)
+    assert not (await small.hit("rpm:key", limit=1, window_seconds=WINDOW)).allowed
+    assert not await small.acquire("conc:key", limit=1, ttl_seconds=600)
+
+
+async def test_live_slots_are_never_evicted_and_a_full_store_refuses_new_keys(clock: FakeClock) -> None:
+    small = MemoryLimiter(slot_buckets=3, clock=clock)
+    for name in ("a", "b", "c"):
+        assert await small.acquire(f"conc:{name}", limit=1, ttl_seconds=30)
+    assert not await small.acquire("conc:d", limit=1, ttl_seconds=30)  # refused, nobody evicted
+    assert not await small.acquire("conc:a", limit=1, ttl_seconds=30)  # "a" still holds its slot
+    clock.advance(31)  # every slot expired: their buckets may now be forgotten
+    assert await small.acquire("conc:d", limit=1, ttl_seconds=30)
+    assert small.sizes()["slots"] == 1
 
 
 async def test_eviction_stays_cheap_with_many_buckets() -> None:
     # An O(n) eviction would take minutes here; O(1) takes well under a second.
-    big = MemoryLimiter(max_buckets=10_000, clock=FakeClock())
+    big = MemoryLimiter(ip_windows=10_000, clock=FakeClock())
     started = time.perf_counter()
     for i in range(60_000):
         await big.hit(f"ip:{i}", limit=5, window_seconds=WINDOW)

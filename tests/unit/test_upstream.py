@@ -1,6 +1,7 @@
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import orjson
 import pytest
@@ -39,7 +40,7 @@ def test_400_message_is_shown_after_redaction() -> None:
     assert isinstance(failure.error, InvalidRequest)
     assert failure.error.status == 400
     assert failure.error.code == "upstream_invalid_request"
-    assert failure.error.message.startswith("Invalid parameter 'temperature'")
+    assert failure.error.message.startswith("The upstream rejected the request: Invalid parameter 'temperature'")
     for secret in (UPSTREAM_KEY, "sk-abcdef123456", "0123456789abcdef0123456789abcdef01"):
         assert secret not in failure.error.message
     assert "[redacted]" in failure.error.message
@@ -149,7 +150,7 @@ def test_413_and_422() -> None:
     assert not too_large.retryable
     unprocessable = classify_error("ark", 422, error_body("bad field"))
     assert isinstance(unprocessable.error, InvalidRequest)
-    assert unprocessable.error.message == "bad field"
+    assert unprocessable.error.message == "The upstream rejected the request: bad field"
 
 
 def test_unexpected_statuses_are_502_and_not_retried() -> None:
@@ -327,3 +328,22 @@ def test_a_short_configured_upstream_key_echoed_in_a_400_is_scrubbed():
     raw = b'{"error": {"code": "InvalidParameter", "message": "bad key abc123xyz for this model"}}'
     failure = classify_error("ark", 400, raw, secrets=("abc123xyz",))
     assert "abc123xyz" not in failure.error.message
+
+
+class _NeverCalled:
+    async def post(self, body: bytes, *, read_timeout: float) -> Any:
+        raise AssertionError("a body that cannot be encoded must not be sent")
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_body_too_deep_to_encode_is_a_400_never_a_500() -> None:
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    upstream = Upstream(UpstreamSettings(name="ark", base_url="http://127.0.0.1:9/v1"), _NeverCalled())
+    with pytest.raises(UpstreamFailure) as caught:
+        await upstream.open({"model": "m", "messages": [{"role": "user", "content": deep}]})
+    assert isinstance(caught.value.error, InvalidRequest)
+    assert not caught.value.retryable
