@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, insert, select, update
 
+from app import alerts
 from app.catalog import Catalog
 from app.db import Database
 from app.keys import KEY_PREFIX, KeyStore, generate_key, hash_key, new_key_id
@@ -202,6 +203,7 @@ async def topup_key(db: Database, ledger_: Ledger, key_id: str, spec: TopUp) -> 
     if usd_to_units(Decimal(current["balance_usd"])) + amount > MAX_BALANCE_UNITS:
         raise AccountError(f"the balance would exceed the per-key maximum of ${units_to_usd(MAX_BALANCE_UNITS)}")
     await ledger_.topup(key_id, amount, note="topup")
+    await alerts.rearm(db, key_id)  # a low-balance alert fires again after the next fall
     return await get_key(db, key_id)
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from app.alerts import Alerts
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
 from app.db import Database
@@ -88,6 +89,7 @@ class Services:
     dialects: dict[str, Dialect]
     instance_id: str
     redis: Redis | None = None
+    alerts: Alerts | None = None  # low-balance webhooks (issue 13); None until started
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
 
@@ -123,6 +125,8 @@ class Services:
         if recovered:
             log.warning("recovered %d holds whose lease had lapsed", recovered)
         services._background = asyncio.create_task(services._maintain())
+        services.alerts = Alerts(db, settings.alerts)
+        services.alerts.start()
         return services
 
     async def _maintain(self) -> None:
@@ -154,4 +158,6 @@ class Services:
                 await self._background
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        if self.alerts is not None:
+            await self.alerts.aclose()
         await self.db.dispose()
