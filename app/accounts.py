@@ -119,7 +119,7 @@ def key_view(row: Any) -> dict[str, Any]:
     }
 
 
-_VIEW_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
+VIEW_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
 
 
 async def create_key(db: Database, catalog: Catalog, spec: KeyCreate) -> dict[str, Any]:
@@ -161,14 +161,14 @@ async def create_key(db: Database, catalog: Catalog, spec: KeyCreate) -> dict[st
 
 async def get_key(db: Database, key_id: str) -> dict[str, Any] | None:
     async with db.read() as conn:
-        row = (await conn.execute(select(*_VIEW_COLUMNS).where(api_keys.c.id == key_id))).first()
+        row = (await conn.execute(select(*VIEW_COLUMNS).where(api_keys.c.id == key_id))).first()
     return key_view(row) if row is not None else None
 
 
 async def list_keys(db: Database, *, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
     async with db.read() as conn:
         rows = (
-            await conn.execute(select(*_VIEW_COLUMNS).order_by(api_keys.c.created_at).limit(limit).offset(offset))
+            await conn.execute(select(*VIEW_COLUMNS).order_by(api_keys.c.created_at).limit(limit).offset(offset))
         ).all()
     return [key_view(row) for row in rows]
 

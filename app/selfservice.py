@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from app.accounts import key_view
+from app.accounts import VIEW_COLUMNS, key_view
 from app.db import Database
 from app.money.transactions import month_of
 from app.money.units import units_to_usd
@@ -30,9 +30,8 @@ CENTS_PER_UNIT = 1e-10  # 1 unit = 1e-12 USD = 1e-10 cents
 
 
 async def _key_row(db: Database, key_id: str) -> Any:
-    columns = [c for c in api_keys.c if c.name != "key_hash"]
     async with db.read() as conn:
-        return (await conn.execute(select(*columns).where(api_keys.c.id == key_id))).one()
+        return (await conn.execute(select(*VIEW_COLUMNS).where(api_keys.c.id == key_id))).one()
 
 
 def _month_spent(row: Any, now: datetime) -> int:
