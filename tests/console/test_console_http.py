@@ -46,7 +46,8 @@ async def test_sign_in_sets_a_strict_httponly_cookie_and_stores_only_its_hash(ha
     async with harness.services.db.read() as conn:
         stored = (await conn.execute(select(console_sessions.c.token_hash))).scalars().all()
     assert len(stored) == 1
-    assert stored[0] != token and len(stored[0]) == 64
+    assert stored[0] != token
+    assert len(stored[0]) == 64
 
 
 async def test_every_page_has_a_strict_csp_and_no_external_asset(harness: Harness) -> None:
@@ -56,10 +57,14 @@ async def test_every_page_has_a_strict_csp_and_no_external_asset(harness: Harnes
             response = await client.get(path)
             assert response.status_code == 200, path
             csp = response.headers["content-security-policy"]
-            assert "default-src 'none'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+            assert "default-src 'none'" in csp
+            assert "script-src 'self'" in csp
+            assert "frame-ancestors 'none'" in csp
             assert response.headers["x-frame-options"] == "DENY"
-            assert "http://" not in response.text and "https://" not in response.text
-            assert " style=" not in response.text and "<script>" not in response.text
+            assert "http://" not in response.text
+            assert "https://" not in response.text
+            assert " style=" not in response.text
+            assert "<script>" not in response.text
 
 
 async def test_a_post_without_the_csrf_token_is_refused(harness: Harness) -> None:
@@ -67,7 +72,8 @@ async def test_a_post_without_the_csrf_token_is_refused(harness: Harness) -> Non
         await sign_in(client)
         missing = await client.post("/console/keys", data={"name": "sneaky", "balance_usd": "5"})
         wrong = await client.post("/console/keys", data={"name": "sneaky", "balance_usd": "5", "csrf": "0" * 64})
-        assert missing.status_code == 403 and wrong.status_code == 403
+        assert missing.status_code == 403
+        assert wrong.status_code == 403
         no_login_csrf = await client.post("/console/login", data={"master_key": MASTER_KEY})
         assert no_login_csrf.status_code == 403
     async with harness.admin() as admin:
@@ -84,9 +90,11 @@ async def test_bad_form_input_is_shown_in_place(harness: Harness) -> None:
         assert response.status_code == 400
         assert "balance_usd: not an amount in USD" in response.text
         unknown = await client.post("/console/keys", data={"csrf": csrf_of(page), "name": "x", "models": "gpt-nope"})
-        assert unknown.status_code == 400 and "unknown model" in unknown.text
+        assert unknown.status_code == 400
+        assert "unknown model" in unknown.text
         bad_date = await client.get("/console/usage", params={"since": "yesterday"})
-        assert bad_date.status_code == 400 and "since: expected a date" in bad_date.text
+        assert bad_date.status_code == 400
+        assert "since: expected a date" in bad_date.text
 
 
 async def test_sign_out_ends_the_session(harness: Harness) -> None:
@@ -105,7 +113,8 @@ async def test_key_lifecycle_and_csv_export_through_the_forms(harness: Harness) 
         await sign_in(client)
         page = await client.get("/console/keys")
         created = await client.post("/console/keys", data={"csrf": csrf_of(page), "name": "team-a", "balance_usd": "2"})
-        assert created.status_code == 200 and "shown only once" in created.text
+        assert created.status_code == 200
+        assert "shown only once" in created.text
         key = created.text.split('id="new-key">')[1].split("<")[0]
         key_id = created.text.split('href="/console/keys/')[1].split('"')[0]
         async with harness.client(key) as api:
@@ -130,7 +139,8 @@ async def test_key_lifecycle_and_csv_export_through_the_forms(harness: Harness) 
         export = await client.get("/console/usage.csv", params={"key_id": key_id})
         rows = list(csv.DictReader(io.StringIO(export.text)))
         assert export.headers["content-type"].startswith("text/csv")
-        assert [r["key_id"] for r in rows] == [key_id] and rows[0]["status"] == "ok"
+        assert [r["key_id"] for r in rows] == [key_id]
+        assert rows[0]["status"] == "ok"
         revoked = await client.post(f"/console/keys/{key_id}/revoke", data={"csrf": csrf})
         assert revoked.status_code == 303
         assert (await harness.key(key_id))["revoked"] is True
