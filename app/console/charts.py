@@ -22,6 +22,8 @@ def _short(value: float) -> str:
     for size, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= size:
             return f"{value / size:.1f}{suffix}"
+    if value and abs(value) < 1:
+        return f"{value:.2g}"  # small spends: two significant digits, not "0.00"
     return f"{value:.2f}".rstrip("0").rstrip(".") if value % 1 else f"{int(value)}"
 
 
