@@ -6,6 +6,7 @@ Jinja2 autoescaping does not apply to the returned markup, so every text is esca
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
@@ -23,7 +24,8 @@ def _short(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.1f}{suffix}"
     if value and abs(value) < 1:
-        return f"{value:.2g}"  # small spends: two significant digits, not "0.00"
+        # small spends: two significant digits in plain decimals ("0.000059"), not "0.00" or "5.9e-05"
+        return f"{value:.{max(2, 1 - math.floor(math.log10(abs(value))))}f}"
     return f"{value:.2f}".rstrip("0").rstrip(".") if value % 1 else f"{int(value)}"
 
 

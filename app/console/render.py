@@ -30,10 +30,8 @@ def usd(value: Any, places: int = 4) -> str:
     """``$1,234.5678``: money as the console shows it (exact values stay in the API and CSV)."""
     if value is None:
         return "-"
-    amount = Decimal(str(value))
-    shown = f"{amount:,.{places}f}".rstrip("0").rstrip(".") if amount % 1 else f"{amount:,.2f}"
-    if "." in shown and len(shown.split(".")[1]) < 2:
-        shown += "0"
+    whole, _, fraction = f"{Decimal(str(value)):,.{places}f}".partition(".")
+    shown = f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"  # at least cents, at most ``places`` digits
     return f"${shown}"
 
 

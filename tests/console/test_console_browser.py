@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -37,9 +39,33 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
+class _Hook(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
 @pytest.fixture
-def gateway(tmp_path: Path, fake: FakeUpstreamThread) -> Iterator[GatewayProcess]:
+def webhook() -> Iterator[str]:
+    """A loopback receiver that takes every alert (its deliveries show on the alerts page)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def gateway(tmp_path: Path, fake: FakeUpstreamThread, webhook: str) -> Iterator[GatewayProcess]:
     config = base_config(fake.url, f"sqlite+aiosqlite:///{tmp_path}/console.db")
+    config["alerts"] = {"webhook_url": webhook, "webhook_secret": "whsec-console-test", "default_threshold_usd": "4.9"}
     process = GatewayProcess(tmp_path, config).start()
     try:
         yield process
@@ -154,6 +180,13 @@ def test_an_operator_signs_in_manages_a_key_and_exports_its_usage(
     expect(page.locator("#targets")).to_contain_text("ark/doubao-seed-2-0-pro-260215")
     snap(page, shots, "upstreams")
     page.click("nav >> text=Alerts")
+    expect(page.locator("#deliveries")).to_contain_text("staging")  # $3 < $4.90: fired on its first request
+    for _ in range(50):  # delivery follows within a second or so; bounded
+        if page.locator("#deliveries .badge.ok").count():
+            break
+        page.wait_for_timeout(100)
+        page.reload()
+    expect(page.locator("#deliveries .badge.ok").first).to_have_text("delivered")
     snap(page, shots, "alerts")
 
     # CSRF: a POST from the page's own origin without the token is refused
