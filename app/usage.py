@@ -86,6 +86,8 @@ class UsageFilter:
             value = (params.get(name) or "").strip()
             if len(value) > 200:
                 raise ValueError(f"{name}: too long")
+            if any(ord(c) < 32 or c == "\x7f" for c in value):  # Postgres refuses NUL in a text parameter
+                raise ValueError(f"{name}: must not contain control characters")
             return value or None
 
         return cls(text("key_id"), text("model"), text("status"), day("since"), day("until"))

@@ -79,6 +79,11 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {first['msg']}" if where else str(first["msg"])
 
 
+def _printable(text: str) -> bool:
+    """Ids and searches with control characters match nothing (and Postgres refuses NUL in a parameter)."""
+    return not any(ord(c) < 32 or c == "\x7f" for c in text)
+
+
 def _opt(form: Form, name: str) -> str | None:
     value = form.get(name, "").strip()
     return value or None
@@ -212,7 +217,8 @@ async def keys(request: Request, services: ServicesDep, q: str | None = None) ->
     if token is None:
         return _to_login()
     await services.ledger.flush()
-    return await _keys_page(services, token, (q or "").strip()[:200] or None)
+    query = (q or "").strip()[:200]
+    return await _keys_page(services, token, query if query and _printable(query) else None)
 
 
 @router.post("/console/keys")
@@ -244,7 +250,7 @@ async def _key_page(
     done: str | None = None,
     status: int = 200,
 ) -> Response:
-    data = await pages.key_page(services, key_id)
+    data = await pages.key_page(services, key_id) if _printable(key_id) else None
     if data is None:
         context = {**_base(token, "keys", "No such key"), "message": f"There is no key with id {key_id!r}."}
         return page("error.html", context, status=404)
@@ -275,7 +281,7 @@ async def key_action(key_id: str, action: str, request: Request, services: Servi
     form = await _form(request)
     if not sessions.csrf_ok(token, form.get("csrf")):
         return _forbidden()
-    if await accounts.get_key(services.db, key_id) is None:
+    if not _printable(key_id) or await accounts.get_key(services.db, key_id) is None:
         return await _key_page(services, token, key_id)
     try:
         if action == "topup":
@@ -313,7 +319,7 @@ async def usage(request: Request, services: ServicesDep, page_no: int = 0) -> Re
     try:
         where = _usage_filter(request)
     except ValueError as exc:
-        empty = await pages.usage_page(services, UsageFilter(key_id="\0"), 0)
+        empty = {"rows": [], "more": False, "page": 0, "models": [], "statuses": pages.STATUSES}
         return page("usage.html", {**context, **empty, "error": str(exc)}, status=400)
     chosen = {k: v for k, v in params.items() if v}
     context |= await pages.usage_page(services, where, max(0, min(page_no, 10_000)))

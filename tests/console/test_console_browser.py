@@ -11,6 +11,7 @@ import io
 import os
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from app.console.render import usd
 from app.fake_upstream import FakeUpstreamThread
-from tests.support.gateway import MASTER_KEY, GatewayProcess, api_client, base_config, chat_body
+from tests.support.backends import backend_overrides, database_url
+from tests.support.gateway import MASTER_KEY, GatewayProcess, api_client, base_config, chat_body, deep_merge
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -64,7 +66,9 @@ def webhook() -> Iterator[str]:
 
 @pytest.fixture
 def gateway(tmp_path: Path, fake: FakeUpstreamThread, webhook: str) -> Iterator[GatewayProcess]:
-    config = base_config(fake.url, f"sqlite+aiosqlite:///{tmp_path}/console.db")
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API keeps an event loop running in this thread
+        url = pool.submit(database_url, tmp_path).result(timeout=60)
+    config = deep_merge(base_config(fake.url, url), backend_overrides())
     config["alerts"] = {"webhook_url": webhook, "webhook_secret": "whsec-console-test", "default_threshold_usd": "4.9"}
     process = GatewayProcess(tmp_path, config).start()
     try:

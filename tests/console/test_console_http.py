@@ -92,6 +92,11 @@ async def test_bad_form_input_is_shown_in_place(harness: Harness) -> None:
         unknown = await client.post("/console/keys", data={"csrf": csrf_of(page), "name": "x", "models": "gpt-nope"})
         assert unknown.status_code == 400
         assert "unknown model" in unknown.text
+        assert (await client.get("/console/keys/key%00")).status_code == 404
+        assert (await client.get("/console/keys", params={"q": "a\x00"})).status_code == 200
+        nul = await client.get("/console/usage", params={"key_id": "key\x00"})
+        assert nul.status_code == 400
+        assert "control characters" in nul.text
         bad_date = await client.get("/console/usage", params={"since": "yesterday"})
         assert bad_date.status_code == 400
         assert "since: expected a date" in bad_date.text
