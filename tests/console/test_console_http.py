@@ -67,6 +67,17 @@ async def test_every_page_has_a_strict_csp_and_no_external_asset(harness: Harnes
             assert "<script>" not in response.text
 
 
+async def test_only_the_consoles_own_files_are_served_as_static(harness: Harness) -> None:
+    async with harness.client() as client:
+        for name in ("console.css", "console.js"):
+            response = await client.get(f"/console/static/{name}")
+            assert response.status_code == 200
+            assert b"http://" not in response.content
+            assert b"https://" not in response.content
+        assert (await client.get("/console/static/..%2F..%2Fsettings.py")).status_code == 404
+        assert (await client.get("/console/static/login.html")).status_code == 404
+
+
 async def test_a_post_without_the_csrf_token_is_refused(harness: Harness) -> None:
     async with harness.client() as client:
         await sign_in(client)
