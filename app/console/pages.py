@@ -58,6 +58,7 @@ async def key_page(services: Services, key_id: str) -> dict[str, Any] | None:
         "charts": _chart_set(month, every=5, span="last 30 days"),
         "recent": await list_usage(services.db, key_id=key_id, limit=20, newest_first=True),
         "alert": await alerts.key_alert_state(services.db, key_id, services.settings.alerts),
+        "alerts_on": services.settings.alerts.webhook_url is not None,
         "deliveries": await alerts.list_deliveries(services.db, key_id=key_id, limit=10),
         "models": [m.id for m in services.catalog.models],
     }
