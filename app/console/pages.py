@@ -94,3 +94,14 @@ async def alerts_page(services: Services) -> dict[str, Any]:
         "max_attempts": settings.max_attempts,
         "deliveries": await alerts.list_deliveries(services.db, limit=100),
     }
+
+
+async def me_page(services: Services, key_id: str) -> dict[str, Any]:
+    """What ``/me`` shows the holder of ``key_id`` (already authenticated with the key itself)."""
+    month = await queries.last_30_days(services.db, datetime.now(UTC).date(), key_id=key_id)
+    dollars = [c / 1e12 for c in month.cost]
+    return {
+        "summary": await key_summary(services.db, key_id, services.settings.limits.key_defaults),
+        "chart": charts.bars(month.labels, dollars, title="Your spend, last 30 days", unit="$", every=5, css="spend"),
+        "requests": sum(month.requests),
+    }

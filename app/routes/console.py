@@ -6,7 +6,6 @@ form's CSRF token (else 403). Bad form input re-renders the page with the error 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -18,15 +17,13 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from app import accounts, alerts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.console import pages, sessions
-from app.console.charts import bars
-from app.console.queries import last_30_days
+from app.console.queries import search_keys
 from app.console.render import STATIC_TYPES, page, static_file
 from app.errors import AuthenticationFailed, NotFound
 from app.keys import authenticate
 from app.limits.checks import check_ip
 from app.money.units import MoneyError, usd_to_units
 from app.routes.deps import InboundDep, ServicesDep
-from app.selfservice import key_summary
 from app.usage import UsageFilter, usage_csv
 
 router = APIRouter()
@@ -46,7 +43,12 @@ async def _form(request: Request) -> Form:
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    """TLS here, or at a trusted proxy that says so: the cookies then carry ``Secure``."""
+    if request.url.scheme == "https":
+        return True
+    services = request.state.services
+    peer = request.client.host if request.client else None
+    return peer in services.trusted and request.headers.get("x-forwarded-proto", "").lower() == "https"
 
 
 def _forbidden() -> Response:
@@ -197,8 +199,6 @@ async def _keys_page(
     form: Form | None = None,
     status: int = 200,
 ) -> Response:
-    from app.console.queries import search_keys
-
     context = {
         **_base(token, "keys", "Keys"),
         "keys": await search_keys(services.db, query),
@@ -388,7 +388,4 @@ async def me(request: Request, services: ServicesDep, inbound: InboundDep) -> Re
     except AuthenticationFailed as exc:
         return _me_page(request, {"error": exc.message}, status=401)
     await services.ledger.flush()
-    summary = await key_summary(services.db, key.id, services.settings.limits.key_defaults)
-    month = await last_30_days(services.db, datetime.now(UTC).date(), key_id=key.id)
-    chart = bars(month.labels, [c / 1e12 for c in month.cost], title="Your spend, last 30 days", unit="$", every=5)
-    return _me_page(request, {"summary": summary, "chart": chart, "requests": sum(month.requests)})
+    return _me_page(request, await pages.me_page(services, key.id))

@@ -50,6 +50,13 @@ async def test_sign_in_sets_a_strict_httponly_cookie_and_stores_only_its_hash(ha
     assert len(stored[0]) == 64
 
 
+async def test_the_cookie_is_secure_behind_tls_at_a_trusted_proxy(harness: Harness) -> None:
+    async with harness.client() as plain:
+        assert "Secure" not in (await plain.get("/console/login")).headers["set-cookie"]
+    async with harness.client(**{"x-forwarded-proto": "https"}) as proxied:  # the peer, 127.0.0.1, is trusted
+        assert "Secure" in (await proxied.get("/console/login")).headers["set-cookie"]
+
+
 async def test_every_page_has_a_strict_csp_and_no_external_asset(harness: Harness) -> None:
     async with harness.client() as client:
         await sign_in(client)
