@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from app.asgi import BilledEndpoints, RequestContext
 from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
 from app.fake_upstream import FakeUpstream
-from app.routes import admin, anthropic, console, health, models, selfservice
+from app.routes import admin, anthropic, console, health, me, models, selfservice
 from app.services import Services, TransportFactory
 from app.settings import Settings
 
@@ -102,6 +102,7 @@ def create_app(settings: Settings, *, demo: bool = False, transport: TransportFa
     app.include_router(selfservice.router)
     if settings.console.enabled:
         app.include_router(console.router)
+        app.include_router(me.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

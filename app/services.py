@@ -88,8 +88,8 @@ class Services:
     trusted: TrustedProxies
     dialects: dict[str, Dialect]
     instance_id: str
+    alerts: Alerts  # low-balance webhooks (issue 13)
     redis: Redis | None = None
-    alerts: Alerts | None = None  # low-balance webhooks (issue 13); None until started
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
 
@@ -119,13 +119,13 @@ class Services:
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
             dialects=build_dialects(settings),
             instance_id=instance_id,
+            alerts=Alerts(db, settings.alerts),
         )
         services.lifecycle.idle.set()
         recovered = await ledger.recover()
         if recovered:
             log.warning("recovered %d holds whose lease had lapsed", recovered)
         services._background = asyncio.create_task(services._maintain())
-        services.alerts = Alerts(db, settings.alerts)
         services.alerts.start()
         return services
 
@@ -158,6 +158,5 @@ class Services:
                 await self._background
         for upstream in self.upstreams.values():
             await upstream.aclose()
-        if self.alerts is not None:
-            await self.alerts.aclose()
+        await self.alerts.aclose()
         await self.db.dispose()

@@ -2,13 +2,13 @@
 
 GET pages need a signed-in session (else a redirect to the sign-in page); every POST also needs the
 form's CSRF token (else 403). Bad form input re-renders the page with the error in place (400).
+The key holder's ``/me`` is in ``app.routes.me``.
 """
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
@@ -17,49 +17,26 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from app import accounts, alerts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.console import pages, sessions
+from app.console.forms import (
+    Form,
+    FormError,
+    first_error,
+    forbidden,
+    printable,
+    read_form,
+    secure,
+    settings_fields,
+    usd_field,
+)
 from app.console.queries import search_keys
 from app.console.render import STATIC_TYPES, page, static_file
-from app.errors import AuthenticationFailed, NotFound
-from app.keys import authenticate
+from app.errors import NotFound
 from app.limits.checks import check_ip
 from app.money.units import MoneyError, usd_to_units
 from app.routes.deps import InboundDep, ServicesDep
 from app.usage import UsageFilter, usage_csv
 
 router = APIRouter()
-Form = dict[str, str]
-
-
-class FormError(ValueError):
-    """A form field the console cannot accept; shown next to the form."""
-
-
-async def _form(request: Request) -> Form:
-    try:
-        parsed = parse_qs((await request.body()).decode("utf-8"), keep_blank_values=True, max_num_fields=50)
-    except (UnicodeDecodeError, ValueError):
-        return {}
-    return {name: values[0] for name, values in parsed.items()}
-
-
-def _secure(request: Request) -> bool:
-    """TLS here, or at a trusted proxy that says so: the cookies then carry ``Secure``."""
-    if request.url.scheme == "https":
-        return True
-    services = request.state.services
-    peer = request.client.host if request.client else None
-    return peer in services.trusted and request.headers.get("x-forwarded-proto", "").lower() == "https"
-
-
-def _forbidden() -> Response:
-    return page(
-        "error.html",
-        {
-            "title": "Refused",
-            "message": "The form expired or was not sent from this console. Reload the page and try again.",
-        },
-        status=403,
-    )
 
 
 async def _session(request: Request, services: ServicesDep) -> str | None:
@@ -75,52 +52,13 @@ def _base(token: str, active: str, title: str) -> dict[str, Any]:
     return {"csrf": sessions.csrf_for(token), "active": active, "title": title, "signed_in": True}
 
 
-def _first_error(exc: ValidationError) -> str:
-    first = exc.errors(include_input=False, include_url=False)[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{where}: {first['msg']}" if where else str(first["msg"])
-
-
-def _printable(text: str) -> bool:
-    """Ids and searches with control characters match nothing (and Postgres refuses NUL in a parameter)."""
-    return not any(ord(c) < 32 or c == "\x7f" for c in text)
-
-
-def _opt(form: Form, name: str) -> str | None:
-    value = form.get(name, "").strip()
-    return value or None
-
-
-def _usd(form: Form, name: str) -> Decimal | None:
-    raw = _opt(form, name)
-    if raw is None:
-        return None
-    try:
-        return Decimal(raw.lstrip("$").replace(",", ""))
-    except InvalidOperation:
-        raise FormError(f"{name}: not an amount in USD: {raw[:30]!r}") from None
-
-
-def _settings_fields(form: Form) -> dict[str, Any]:
-    models = _opt(form, "models")
-    expires = _opt(form, "expires_at")
-    return {
-        "models": [m.strip() for m in models.split(",") if m.strip()] if models else None,
-        "rpm": _opt(form, "rpm"),
-        "tpm": _opt(form, "tpm"),
-        "max_concurrent": _opt(form, "max_concurrent"),
-        "monthly_quota_usd": _usd(form, "monthly_quota_usd"),
-        "expires_at": expires,
-    }
-
-
 # --- signing in and out -----------------------------------------------------------------------------
 
 
 def _login_page(request: Request, *, error: str | None = None, status: int = 200) -> Response:
     form_token = request.cookies.get(sessions.FORM_COOKIE) or sessions.new_form_token()
     response = page("login.html", {"title": "Sign in", "csrf": form_token, "error": error}, status=status)
-    response.set_cookie(sessions.FORM_COOKIE, form_token, httponly=True, samesite="strict", secure=_secure(request))
+    response.set_cookie(sessions.FORM_COOKIE, form_token, httponly=True, samesite="strict", secure=secure(request))
     return response
 
 
@@ -134,10 +72,10 @@ async def login_form(request: Request, services: ServicesDep) -> Response:
 @router.post("/console/login")
 async def login(request: Request, services: ServicesDep, inbound: InboundDep) -> Response:
     await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)  # guessing is limited
-    form = await _form(request)
+    form = await read_form(request)
     cookie = request.cookies.get(sessions.FORM_COOKIE)
     if not cookie or not form.get("csrf") or form.get("csrf") != cookie:
-        return _forbidden()
+        return forbidden()
     master = services.settings.admin.master_key.get_secret_value()
     token = await sessions.sign_in(
         services.db, form.get("master_key", ""), master, hours=services.settings.console.session_hours
@@ -152,7 +90,7 @@ async def login(request: Request, services: ServicesDep, inbound: InboundDep) ->
         path="/console",
         httponly=True,
         samesite="strict",
-        secure=_secure(request),
+        secure=secure(request),
     )
     return response
 
@@ -162,8 +100,8 @@ async def logout(request: Request, services: ServicesDep) -> Response:
     token = await _session(request, services)
     if token is None:
         return _to_login()
-    if not sessions.csrf_ok(token, (await _form(request)).get("csrf")):
-        return _forbidden()
+    if not sessions.csrf_ok(token, (await read_form(request)).get("csrf")):
+        return forbidden()
     await sessions.sign_out(services.db, token)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(sessions.SESSION_COOKIE, path="/console")
@@ -218,7 +156,7 @@ async def keys(request: Request, services: ServicesDep, q: str | None = None) ->
         return _to_login()
     await services.ledger.flush()
     query = (q or "").strip()[:200]
-    return await _keys_page(services, token, query if query and _printable(query) else None)
+    return await _keys_page(services, token, query if query and printable(query) else None)
 
 
 @router.post("/console/keys")
@@ -226,15 +164,15 @@ async def create_key(request: Request, services: ServicesDep) -> Response:
     token = await _session(request, services)
     if token is None:
         return _to_login()
-    form = await _form(request)
+    form = await read_form(request)
     if not sessions.csrf_ok(token, form.get("csrf")):
-        return _forbidden()
+        return forbidden()
     try:
-        fields = {k: v for k, v in _settings_fields(form).items() if v is not None}
-        spec = KeyCreate(name=form.get("name", "").strip(), balance_usd=_usd(form, "balance_usd") or 0, **fields)
+        fields = {k: v for k, v in settings_fields(form).items() if v is not None}
+        spec = KeyCreate(name=form.get("name", "").strip(), balance_usd=usd_field(form, "balance_usd") or 0, **fields)
         created = await accounts.create_key(services.db, services.catalog, spec)
     except ValidationError as exc:
-        return await _keys_page(services, token, None, error=_first_error(exc), form=form, status=400)
+        return await _keys_page(services, token, None, error=first_error(exc), form=form, status=400)
     except (AccountError, FormError) as exc:
         return await _keys_page(services, token, None, error=str(exc), form=form, status=400)
     return await _keys_page(services, token, None, created=created)
@@ -250,7 +188,7 @@ async def _key_page(
     done: str | None = None,
     status: int = 200,
 ) -> Response:
-    data = await pages.key_page(services, key_id) if _printable(key_id) else None
+    data = await pages.key_page(services, key_id) if printable(key_id) else None
     if data is None:
         context = {**_base(token, "keys", "No such key"), "message": f"There is no key with id {key_id!r}."}
         return page("error.html", context, status=404)
@@ -278,26 +216,28 @@ async def key_action(key_id: str, action: str, request: Request, services: Servi
     token = await _session(request, services)
     if token is None:
         return _to_login()
-    form = await _form(request)
+    form = await read_form(request)
     if not sessions.csrf_ok(token, form.get("csrf")):
-        return _forbidden()
-    if not _printable(key_id) or await accounts.get_key(services.db, key_id) is None:
+        return forbidden()
+    if not printable(key_id) or await accounts.get_key(services.db, key_id) is None:
         return await _key_page(services, token, key_id)
     try:
         if action == "topup":
-            await accounts.topup_key(services.db, services.ledger, key_id, TopUp(amount_usd=_usd(form, "amount_usd")))
+            await accounts.topup_key(
+                services.db, services.ledger, key_id, TopUp(amount_usd=usd_field(form, "amount_usd"))
+            )
         elif action == "edit":
-            fields = _settings_fields(form) | {"name": form.get("name", "").strip()}
+            fields = settings_fields(form) | {"name": form.get("name", "").strip()}
             await accounts.update_key(services.db, services.catalog, services.keys, key_id, KeyUpdate(**fields))
         elif action == "alert":
-            threshold = _usd(form, "threshold_usd")
+            threshold = usd_field(form, "threshold_usd")
             await alerts.set_threshold(services.db, key_id, usd_to_units(threshold) if threshold is not None else None)
         elif action == "revoke":
             await services.keys.revoke(key_id)
         else:
             raise NotFound(f"No console action {action!r}.")
     except ValidationError as exc:
-        return await _key_page(services, token, key_id, error=_first_error(exc), where=action, status=400)
+        return await _key_page(services, token, key_id, error=first_error(exc), where=action, status=400)
     except (AccountError, FormError, MoneyError) as exc:
         return await _key_page(services, token, key_id, error=str(exc), where=action, status=400)
     return RedirectResponse(f"/console/keys/{key_id}?done={action}", status_code=303)
@@ -358,34 +298,3 @@ async def alert_list(request: Request, services: ServicesDep) -> Response:
     if token is None:
         return _to_login()
     return page("alerts.html", {**_base(token, "alerts", "Alerts"), **await pages.alerts_page(services)})
-
-
-# --- the key holder's page --------------------------------------------------------------------------
-
-
-def _me_page(request: Request, context: dict[str, Any], status: int = 200) -> Response:
-    form_token = request.cookies.get(sessions.FORM_COOKIE) or sessions.new_form_token()
-    response = page("me.html", {"title": "Your key", "csrf": form_token, "signed_in": False, **context}, status=status)
-    response.set_cookie(sessions.FORM_COOKIE, form_token, httponly=True, samesite="strict", secure=_secure(request))
-    return response
-
-
-@router.get("/me")
-async def me_form(request: Request) -> Response:
-    return _me_page(request, {})
-
-
-@router.post("/me")
-async def me(request: Request, services: ServicesDep, inbound: InboundDep) -> Response:
-    """The key comes in the form body (never the URL), is used for this answer only and not echoed."""
-    await check_ip(services.limiter, services.settings.limits.per_ip, inbound.client_ip)
-    form = await _form(request)
-    cookie = request.cookies.get(sessions.FORM_COOKIE)
-    if not cookie or form.get("csrf") != cookie:
-        return _forbidden()
-    try:
-        key = await authenticate(services.keys, form.get("key", "").strip())
-    except AuthenticationFailed as exc:
-        return _me_page(request, {"error": exc.message}, status=401)
-    await services.ledger.flush()
-    return _me_page(request, await pages.me_page(services, key.id))
