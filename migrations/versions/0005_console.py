@@ -52,9 +52,14 @@ def upgrade() -> None:
     )
     # the console's last-24-hours chart and the usage explorer's date filter read usage by time
     op.create_index("ix_usage_created_at", "usage", ["created_at"])
+    failed = sa.text("status <> 'ok'")
+    op.create_index(
+        "ix_usage_failed_created_at", "usage", ["created_at"], sqlite_where=failed, postgresql_where=failed
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_usage_failed_created_at", table_name="usage")
     op.drop_index("ix_usage_created_at", table_name="usage")
     op.drop_index(op.f("ix_alert_deliveries_status_next_attempt_at"), table_name="alert_deliveries")
     op.drop_table("alert_deliveries")
