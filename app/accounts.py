@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import func, insert, select, update
 
+from app import alerts
 from app.catalog import Catalog
 from app.db import Database
 from app.keys import KEY_PREFIX, KeyStore, generate_key, hash_key, new_key_id
@@ -124,7 +125,7 @@ def key_view(row: Any) -> dict[str, Any]:
     }
 
 
-_VIEW_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
+VIEW_COLUMNS = [c for c in api_keys.c if c.name != "key_hash"]
 
 
 async def create_key(db: Database, catalog: Catalog, spec: KeyCreate) -> dict[str, Any]:
@@ -166,14 +167,14 @@ async def create_key(db: Database, catalog: Catalog, spec: KeyCreate) -> dict[st
 
 async def get_key(db: Database, key_id: str) -> dict[str, Any] | None:
     async with db.read() as conn:
-        row = (await conn.execute(select(*_VIEW_COLUMNS).where(api_keys.c.id == key_id))).first()
+        row = (await conn.execute(select(*VIEW_COLUMNS).where(api_keys.c.id == key_id))).first()
     return key_view(row) if row is not None else None
 
 
 async def list_keys(db: Database, *, limit: int = 1000, offset: int = 0) -> list[dict[str, Any]]:
     async with db.read() as conn:
         rows = (
-            await conn.execute(select(*_VIEW_COLUMNS).order_by(api_keys.c.created_at).limit(limit).offset(offset))
+            await conn.execute(select(*VIEW_COLUMNS).order_by(api_keys.c.created_at).limit(limit).offset(offset))
         ).all()
     return [key_view(row) for row in rows]
 
@@ -208,6 +209,7 @@ async def topup_key(db: Database, ledger_: Ledger, key_id: str, spec: TopUp) -> 
     if usd_to_units(Decimal(current["balance_usd"])) + amount > MAX_BALANCE_UNITS:
         raise AccountError(f"the balance would exceed the per-key maximum of ${units_to_usd(MAX_BALANCE_UNITS)}")
     await ledger_.topup(key_id, amount, note="topup")
+    await alerts.rearm(db, key_id)  # a low-balance alert fires again after the next fall
     return await get_key(db, key_id)
 
 

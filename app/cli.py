@@ -1,7 +1,10 @@
 """The ``seedgate`` command: serve, migrate, and administer keys and usage from a shell.
 
 Key commands talk to the database directly (same code as the admin API), so they work before the
-gateway runs. Exit status: 0 ok, 1 not found / refused, 2 bad usage or configuration.
+gateway runs, and need no master key (only ``serve`` checks it). A database that is missing or not
+migrated is a one-line error naming the command to run; nothing is created by a read. Output is a
+table for people, ``--json`` for programs, ``usage --csv`` streams CSV. Exit status: 0 ok, 1 not
+found / refused, 2 bad usage, configuration or database.
 """
 
 from __future__ import annotations
@@ -19,10 +22,27 @@ from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.catalog import Catalog, CatalogError
 from app.db import Database
 from app.keys import KeyStore
-from app.migrate import upgrade
+from app.migrate import schema_problem, upgrade
 from app.money.ledger import Ledger
 from app.settings import ConfigError, Settings, load_settings
-from app.usage import list_usage
+from app.usage import UsageFilter, list_usage, usage_csv
+
+KEY_COLUMNS = ("id", "name", "key_hint", "balance_usd", "held_usd", "spent_usd", "models", "expires_at", "revoked")
+USAGE_COLUMNS = (
+    "created_at",
+    "request_id",
+    "key_id",
+    "model",
+    "status",
+    "prompt_tokens",
+    "completion_tokens",
+    "cost_usd",
+    "latency_ms",
+)
+
+
+class DatabaseNotReady(Exception):
+    """The configured database is missing or not migrated; the message says what to run."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,8 +82,14 @@ def _parser() -> argparse.ArgumentParser:
 
     usage = with_config(sub.add_parser("usage", help="usage rows, one per request"))
     usage.add_argument("--key-id")
-    usage.add_argument("--limit", type=int, default=100)
-    usage.add_argument("--json", action="store_true")
+    usage.add_argument("--model")
+    usage.add_argument("--status")
+    usage.add_argument("--since", help="YYYY-MM-DD (UTC)")
+    usage.add_argument("--until", help="YYYY-MM-DD (UTC, inclusive)")
+    usage.add_argument("--limit", type=int, default=100, help="rows shown (not for --csv, which exports all)")
+    output = usage.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true", help="stream every selected row as CSV")
     return parser
 
 
@@ -89,16 +115,41 @@ def _key_fields(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
-def _print(data: Any, as_json: bool) -> None:
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _print(data: Any, as_json: bool, columns: tuple[str, ...] = KEY_COLUMNS) -> None:
+    """JSON for programs; for people, a list as an aligned table and one record as field/value lines."""
     if as_json:
         print(json.dumps(data, indent=2, default=str))
         return
-    rows = data if isinstance(data, list) else [data]
-    for row in rows:
-        print("  ".join(f"{k}={v}" for k, v in row.items() if v is not None))
+    if isinstance(data, dict):
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            print(f"{key.ljust(width)}  {_cell(value)}")
+        return
+    if not data:
+        print("(none)")
+        return
+    table = [list(columns)] + [[_cell(row.get(c)) for c in columns] for row in data]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    for index, line in enumerate(table):
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        if index == 0:
+            print("  ".join("-" * w for w in widths))
 
 
 async def _with_db(settings: Settings, action: Callable[[Database, Catalog], Awaitable[int]]) -> int:
+    problem = await schema_problem(settings.database.url)
+    if problem is not None:
+        raise DatabaseNotReady(problem)
     db = Database(settings.database.url)
     try:
         return await action(db, Catalog.from_settings(settings))
@@ -141,8 +192,18 @@ def _keys_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _usage_command(args: argparse.Namespace, settings: Settings) -> int:
+    where = UsageFilter.parse(
+        {"key_id": args.key_id, "model": args.model, "status": args.status, "since": args.since, "until": args.until}
+    )
+
     async def run(db: Database, _catalog: Catalog) -> int:
-        _print(await list_usage(db, key_id=args.key_id, limit=args.limit), args.json)
+        if args.csv:
+            async for chunk in usage_csv(db, where):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            return 0
+        rows = await list_usage(db, limit=args.limit, where=where, newest_first=True)
+        _print(rows, args.json, USAGE_COLUMNS)
         return 0
 
     return asyncio.run(_with_db(settings, run))
@@ -151,7 +212,7 @@ def _usage_command(args: argparse.Namespace, settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, require_master_key=args.command == "serve")
         Catalog.from_settings(settings)
     except (ConfigError, CatalogError) as exc:
         print(f"seedgate: {exc}", file=sys.stderr)
@@ -168,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "keys":
             return _keys_command(args, settings)
         return _usage_command(args, settings)
-    except (AccountError, ValueError) as exc:
+    except (AccountError, ValueError, DatabaseNotReady) as exc:
         print(f"seedgate: {exc}", file=sys.stderr)
         return 2
 

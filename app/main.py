@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from app.asgi import BilledEndpoints, RequestContext
 from app.errors import BaseUrlDoubledV1, GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
 from app.fake_upstream import FakeUpstream
-from app.routes import admin, anthropic, health, models, responses
+from app.routes import admin, anthropic, console, health, me, models, responses, selfservice
 from app.services import Services, TransportFactory
 from app.settings import Settings
 
@@ -107,6 +107,11 @@ def create_app(settings: Settings, *, demo: bool = False, transport: TransportFa
     app.include_router(anthropic.router)
     app.include_router(responses.router)
     app.include_router(admin.router)
+    # issue 13: key-holder self-service, the console and /me
+    app.include_router(selfservice.router)
+    if settings.console.enabled:
+        app.include_router(console.router)
+        app.include_router(me.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -291,6 +291,7 @@ async def settle(services: Services, admission: Admission) -> None:
             tokens_used = charge.usage.prompt_tokens + charge.usage.completion_tokens
             record.prompt_tokens, record.completion_tokens = charge.usage.prompt_tokens, charge.usage.completion_tokens
             record.cost = settled.charged if settled is not None else 0
+            services.alerts.notice(admission.key.id)  # low-balance check, off the request's path
     finally:
         services.leases.remove(admission.inbound.request_id)
         try:

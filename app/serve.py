@@ -90,6 +90,7 @@ def _banner(settings: Settings, demo_key: str) -> None:
                 "  from a built-in fake upstream. Set UPSTREAM_API_KEY to serve the real one.",
                 f"  Demo API key (${DEMO_BALANCE_USD} balance): {demo_key}",
                 f"  Admin master key: {settings.admin.master_key.get_secret_value()}",
+                f"  Console: {base}/console (sign in with the master key); your key's page: {base}/me",
                 "  Try:",
                 f"  curl {base}/v1/chat/completions -H 'Authorization: Bearer {demo_key}' \\",
                 "    -H 'Content-Type: application/json' \\",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 
+from app.alerts import Alerts
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
 from app.db import Database
@@ -105,6 +106,7 @@ class Services:
     dialects: dict[str, Dialect]
     instance_id: str
     stored_responses: ResponseStore
+    alerts: Alerts  # low-balance webhooks (issue 13)
     redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
@@ -137,12 +139,14 @@ class Services:
             dialects=build_dialects(settings, stored_responses),
             instance_id=instance_id,
             stored_responses=stored_responses,
+            alerts=Alerts(db, settings.alerts),
         )
         services.lifecycle.idle.set()
         recovered = await ledger.recover()
         if recovered:
             log.warning("recovered %d holds whose lease had lapsed", recovered)
         services._background = asyncio.create_task(services._maintain())
+        services.alerts.start()
         return services
 
     async def _maintain(self) -> None:
@@ -175,4 +179,5 @@ class Services:
                 await self._background
         for upstream in self.upstreams.values():
             await upstream.aclose()
+        await self.alerts.aclose()
         await self.db.dispose()

@@ -181,6 +181,33 @@ class LoggingSettings(_Section):
     upstream_errors_kept: int = Field(default=10_000, ge=0)  # newest upstream refusals kept for the admin view
 
 
+# --- console and alerts (issue 13) ---------------------------------------------------------------------
+
+
+class ConsoleSettings(_Section):
+    enabled: bool = True
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)  # a console sign-in lasts this long
+
+
+class AlertsSettings(_Section):
+    webhook_url: str | None = None  # low-balance alerts are POSTed here; unset: none are sent
+    webhook_secret: SecretStr = SecretStr("")  # HMAC-SHA256 key for the x-seedgate-signature header
+    default_threshold_usd: Decimal = Field(default=Decimal(1), ge=0)  # a key without its own threshold
+    max_attempts: int = Field(default=6, ge=1, le=20)  # then the delivery is marked failed
+    first_retry_seconds: float = Field(default=1.0, gt=0)  # doubles per attempt, capped at one hour
+    timeout_seconds: float = Field(default=5.0, gt=0)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must start with http:// or https://")
+        return value or None
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEEDGATE_", env_nested_delimiter="__", extra="forbid")
 
@@ -196,6 +223,8 @@ class Settings(BaseSettings):
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
 
     @classmethod
@@ -239,8 +268,10 @@ def expand_env(value: Any, environ: dict[str, str] | os._Environ[str] = os.envir
     return value
 
 
-def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
-    """Load and validate the configuration; raise ``ConfigError`` with a readable message."""
+def load_settings(path: str | Path | None = None, *, require_master_key: bool = True, **overrides: Any) -> Settings:
+    """Load and validate the configuration; raise ``ConfigError`` with a readable message.
+
+    ``require_master_key=False``: the CLI's database commands, which never use the key."""
     path = path or os.environ.get("SEEDGATE_CONFIG") or None
     if path is None and DEFAULT_CONFIG.is_file():
         path = DEFAULT_CONFIG
@@ -261,7 +292,8 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc)) from None
-    check_master_key(settings)
+    if require_master_key:
+        check_master_key(settings)
     return settings
 
 

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -117,6 +118,8 @@ ledger = Table(
     Index("ix_ledger_key_id", "key_id"),
 )
 
+FAILED = text("status <> 'ok'")  # the predicate of the partial index of failed requests, spelt once
+
 usage = Table(
     "usage",
     metadata,
@@ -141,6 +144,9 @@ usage = Table(
     Column("latency_ms", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_usage_key_id_created_at", "key_id", "created_at"),
+    Index("ix_usage_created_at", "created_at"),
+    # the console's error series: only the requests that did not end ok (a partial index, so small)
+    Index("ix_usage_failed_created_at", "created_at", sqlite_where=FAILED, postgresql_where=FAILED),
 )
 
 policy_events = Table(
@@ -199,4 +205,43 @@ upstream_errors = Table(
     Column("message", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_upstream_errors_request_id", "request_id"),
+)
+
+# --- console and alerts (issue 13) ------------------------------------------------------------------
+
+# Console sign-ins: only sha256(session token) is stored; the CSRF token is derived from the token.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index("ix_console_sessions_expires_at", "expires_at"),
+)
+
+# Per-key low-balance alert state: a threshold (NULL = alerts.default_threshold_usd) and whether the
+# alert has fired since the last top-up (it fires once, a top-up re-arms it).
+key_alerts = Table(
+    "key_alerts",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), primary_key=True),
+    Column("threshold", BigInteger, nullable=True),
+    Column("fired", Boolean, nullable=False, server_default=false()),
+)
+
+# The webhook outbox: one row per alert, delivered with bounded retries by a background task.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key_id", String(40), nullable=False),
+    Column("event", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | delivered | failed
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("last_error", String(300), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Index("ix_alert_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
 )

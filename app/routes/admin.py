@@ -6,15 +6,16 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ValidationError
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from app import accounts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
+from app.alerts import list_deliveries
 from app.errors import InvalidRequest, NotFound
 from app.json import json_response, parse_request_json
 from app.routes.deps import AdminDep, ServicesDep
 from app.upstream_errors import list_upstream_errors
-from app.usage import list_policy_events, list_usage
+from app.usage import UsageFilter, list_policy_events, list_usage, usage_csv
 
 
 async def _acknowledged_writes_visible(services: ServicesDep) -> None:
@@ -102,6 +103,33 @@ async def usage(
 ) -> Response:
     rows = await list_usage(services.db, key_id=key_id, limit=limit, offset=offset)
     return json_response({"object": "list", "data": rows})
+
+
+@router.get("/usage.csv")
+async def usage_export(
+    services: ServicesDep,
+    key_id: str | None = None,
+    model: str | None = None,
+    status: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Response:
+    """The selection as CSV, streamed page by page (``app.usage.usage_csv``)."""
+    try:
+        where = UsageFilter.parse({"key_id": key_id, "model": model, "status": status, "since": since, "until": until})
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return StreamingResponse(
+        usage_csv(services.db, where),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": 'attachment; filename="seedgate-usage.csv"'},
+    )
+
+
+@router.get("/alerts")
+async def alert_deliveries(services: ServicesDep, key_id: str | None = None) -> Response:
+    """Low-balance webhook deliveries, newest first, with their state."""
+    return json_response({"object": "list", "data": await list_deliveries(services.db, key_id=key_id)})
 
 
 @router.get("/policy-events")
