@@ -75,7 +75,8 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     settings = services.settings
     if services.lifecycle.draining:
         raise ServiceUnavailable("The gateway is shutting down; retry on another instance.")
-    await check_ip(services.limiter, settings.limits.per_ip, inbound.client_ip)
+    metrics = services.metrics
+    await check_ip(services.limiter, settings.limits.per_ip, inbound.client_ip, rejected=metrics.limit_rejected)
     key = await authenticate(services.keys, inbound.api_key)
     inbound.record.key_id = key.id
     body = parse_json(await inbound.body())
@@ -94,7 +95,12 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     deadline = asyncio.get_running_loop().time() + total_timeout(services, model)
     slot_ttl = total_timeout(services, model) + settings.server.shutdown_grace_seconds + 60
     headers = await limit_key(
-        services.limiter, key, settings.limits.key_defaults, prompt_tokens=quote.prompt_tokens, slot_ttl=slot_ttl
+        services.limiter,
+        key,
+        settings.limits.key_defaults,
+        prompt_tokens=quote.prompt_tokens,
+        slot_ttl=slot_ttl,
+        rejected=metrics.limit_rejected,
     )
     headers["x-request-id"] = inbound.request_id
     services.lifecycle.enter()
@@ -248,11 +254,13 @@ async def relay_stream(
         admission.outcome.status = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
         admission.outcome.consumed = isinstance(error, UpstreamTimeout)  # it had the request, and kept it
         raise error
+    admission.inbound.record.first_token_at = time.perf_counter()  # seedgate_time_to_first_token_seconds
     return RelayResponse(
         relay,
         headers=headers,
         then=lambda: settle(services, admission),
         write_timeout=server.client_write_timeout_seconds,
+        open_streams=services.metrics.open_streams,
     )
 
 
@@ -272,6 +280,8 @@ async def settle(services: Services, admission: Admission) -> None:
             tokens_used = charge.usage.prompt_tokens + charge.usage.completion_tokens
             record.prompt_tokens, record.completion_tokens = charge.usage.prompt_tokens, charge.usage.completion_tokens
             record.cost = settled.charged if settled is not None else 0
+            if settled is not None:
+                services.metrics.charged(admission.model.id, charge.usage, settled.charged)
     finally:
         services.leases.remove(admission.inbound.request_id)
         try:

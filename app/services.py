@@ -4,7 +4,8 @@ Nothing here is created at import time; ``Services.start`` builds everything fro
 ``aclose`` tears it down. The pipeline receives this object and hands each step only the services it
 uses. Background duties run in one task: every ``billing.checkpoint_interval_seconds`` the live holds'
 progress is saved and their leases renewed; every ``billing.recovery_interval_seconds`` holds whose
-lease lapsed are recovered.
+lease lapsed are recovered; raw usage rows past ``billing.usage_retention_days`` are pruned in
+their own task (``app.retention``), so a long pass never delays a lease renewal.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ from app.dialects.anthropic.dialect import AnthropicMessages, Signer
 from app.dialects.openai_chat import OpenAIChat
 from app.keys import KeyStore
 from app.limits import FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter, connect
+from app.metrics import Metrics
 from app.money.leases import Leases
 from app.money.ledger import Ledger, utcnow
+from app.retention import UsageRetention
 from app.routing import Router
 from app.settings import Settings, UpstreamSettings
 from app.upstream import Transport, Upstream
@@ -87,14 +90,17 @@ class Services:
     trusted: TrustedProxies
     dialects: dict[str, Dialect]
     instance_id: str
+    metrics: Metrics
     redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
+    _retention: UsageRetention | None = None
 
     @classmethod
     async def start(cls, settings: Settings, *, transport: TransportFactory | None = None) -> Services:
         instance_id = settings.server.instance_id or f"inst_{secrets.token_hex(8)}"
         db = Database(settings.database.url, echo=settings.database.echo)
+        metrics = Metrics()
         upstreams = {u.name: Upstream(u, transport(u) if transport else None) for u in settings.upstreams}
         limiter, redis = build_limiter(settings)
         ledger = Ledger(
@@ -109,19 +115,21 @@ class Services:
             catalog=Catalog.from_settings(settings),
             keys=KeyStore(db, cache_ttl=settings.auth.cache_ttl_seconds),
             ledger=ledger,
-            leases=Leases(ledger),
+            leases=Leases(ledger, outstanding=metrics.holds_outstanding),
             limiter=limiter,
             redis=redis,
             upstreams=upstreams,
-            router=Router(settings.routing, upstreams),
+            router=Router(settings.routing, upstreams, metrics=metrics),
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
             dialects=build_dialects(settings),
             instance_id=instance_id,
+            metrics=metrics,
         )
         services.lifecycle.idle.set()
         recovered = await ledger.recover()
         if recovered:
             log.warning("recovered %d holds whose lease had lapsed", recovered)
+        services._retention = UsageRetention(db, days=settings.billing.usage_retention_days)
         services._background = asyncio.create_task(services._maintain())
         return services
 
@@ -135,6 +143,8 @@ class Services:
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + billing.recovery_interval_seconds
                     await self.ledger.recover()
+                if self._retention is not None:
+                    self._retention.tick(utcnow())
             except Exception:
                 log.exception("checkpoint or recovery failed; will retry")
 
@@ -152,6 +162,9 @@ class Services:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
+        if self._retention is not None:
+            await self._retention.aclose()
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.db.dispose()
+        self.metrics.close()

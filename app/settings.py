@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from decimal import Decimal
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -159,6 +160,8 @@ class BillingSettings(_Section):
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0)  # how often live holds' progress is saved
     # a balance short of the worst case still admits a request whose output cap it can lower to this or more
     min_affordable_output_tokens: int = Field(default=1024, ge=1)
+    # raw usage rows older than this are deleted in small batches (0: kept forever); daily rollups stay
+    usage_retention_days: int = Field(default=90, ge=0)
 
 
 class RedisSettings(_Section):
@@ -170,6 +173,24 @@ class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
     access: bool = True  # one line per HTTP request (seedgate.access)
+
+
+class MetricsSettings(_Section):
+    """``GET /metrics``: with a token every scrape must bear it; without, only ``allow`` may scrape."""
+
+    enabled: bool = True
+    token: SecretStr | None = None
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])  # addresses or networks
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {entry!r}") from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -186,6 +207,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
 
     @classmethod

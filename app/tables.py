@@ -141,6 +141,7 @@ usage = Table(
     Column("latency_ms", Integer, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_usage_key_id_created_at", "key_id", "created_at"),
+    Index("ix_usage_created_at", "created_at"),  # retention (migration 0006)
 )
 
 policy_events = Table(
@@ -170,4 +171,6 @@ usage_daily = Table(
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
+    Index("ix_usage_daily_key_id_day", "key_id", "day"),  # summaries by key (migration 0006)
+    Index("ix_usage_daily_model_day", "model", "day"),  # summaries by model (migration 0006)
 )

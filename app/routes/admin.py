@@ -13,8 +13,10 @@ from app import accounts
 from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.errors import InvalidRequest, NotFound
 from app.json import json_response
+from app.money.ledger import utcnow
 from app.routes.deps import AdminDep, ServicesDep
 from app.usage import list_policy_events, list_usage
+from app.usage_summary import parse_query, summarize
 
 
 async def _acknowledged_writes_visible(services: ServicesDep) -> None:
@@ -105,6 +107,26 @@ async def usage(
 ) -> Response:
     rows = await list_usage(services.db, key_id=key_id, limit=limit, offset=offset)
     return json_response({"object": "list", "data": rows})
+
+
+@router.get("/usage/summary")
+async def usage_summary(
+    services: ServicesDep,
+    since: str | None = Query(None, alias="from"),
+    until: str | None = Query(None, alias="to"),
+    group_by: str = "day",
+    key_id: str | None = None,
+    model: str | None = None,
+    limit: int = 1000,
+) -> Response:
+    """Totals by day, key and/or model over ``from``..``to`` (UTC days, default the last 30), from the rollups."""
+    try:
+        spec = parse_query(
+            since=since, until=until, group_by=group_by, key_id=key_id, model=model, limit=limit, today=utcnow().date()
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return json_response(await summarize(services.db, spec))
 
 
 @router.get("/policy-events")
