@@ -25,6 +25,7 @@ from app.catalog import Catalog
 from app.db import Database
 from app.logs import configure_logging
 from app.main import create_app
+from app.metrics import prepare_workers
 from app.migrate import upgrade
 from app.settings import Settings
 
@@ -106,6 +107,7 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         # each worker process rebuilds the same settings from this snapshot
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         os.environ[DEMO_ENV] = "1" if demo else ""
+        prepare_workers(server_cfg.workers)  # metrics: a clean shared directory before any worker starts
         uvicorn.run("app.serve:worker_app", factory=True, workers=server_cfg.workers, **options)
         return 0
     DrainingServer(uvicorn.Config(create_app(settings, demo=demo), **options), settings).run()
