@@ -98,7 +98,9 @@ def assert_counters_match(samples: Samples, gateway: GatewayProcess, key_id: str
     upstream = series(samples, "seedgate_upstream_requests_total")
     assert upstream == {(("status", "200"), ("upstream", "ark")): 3.0, (("status", "500"), ("upstream", "ark")): 1.0}
     assert series(samples, "seedgate_limit_rejections_total") == {(("kind", "tpm_request"),): 1.0}
-    circuits = {dict(labels)["target"]: value for labels, value in series(samples, "seedgate_upstream_circuit_open").items()}
+    circuits = {
+        dict(labels)["target"]: value for labels, value in series(samples, "seedgate_upstream_circuit_open").items()
+    }
     assert circuits == {"ark/doubao-seed-2-0-pro-260215": 0.0, "ark/doubao-seed-2-0-mini-260215": 1.0}
     assert series(samples, "seedgate_open_streams") == {(): 0.0}
     assert series(samples, "seedgate_holds_outstanding") == {(): 0.0}
@@ -108,7 +110,9 @@ def assert_counters_match(samples: Samples, gateway: GatewayProcess, key_id: str
 MIX_CONFIG: dict[str, Any] = {"routing": {"breaker_failures": 1, "max_attempts": 1}}
 
 
-def test_every_counter_matches_a_known_mix_with_one_worker(start_gateway: StartGateway, fake: FakeUpstreamThread) -> None:
+def test_every_counter_matches_a_known_mix_with_one_worker(
+    start_gateway: StartGateway, fake: FakeUpstreamThread
+) -> None:
     gateway = start_gateway(MIX_CONFIG)
     key_id, code = send_the_mix(gateway, fake)
     assert_counters_match(scrape(gateway), gateway, key_id, code)
@@ -128,6 +132,7 @@ def test_every_counter_matches_a_known_mix_with_two_workers(
     }
     overrides = {**MIX_CONFIG, "server": {"workers": 2}, "redis": {"prefix": f"sg-metrics-{tmp_path.name}:"}}
     gateway = start_gateway(overrides, env=env)
+
     # both workers write their values to the shared directory (their live gauges exist from the start)
     def workers() -> set[str]:
         return {path.stem.rsplit("_", 1)[1] for path in shared.glob("gauge_livesum_*.db")}
