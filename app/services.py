@@ -35,6 +35,7 @@ from app.retention import UsageRetention
 from app.routing import Router
 from app.settings import Settings, UpstreamSettings
 from app.upstream import Transport, Upstream
+from app.usage_summary import DayTotals
 
 log = logging.getLogger("seedgate")
 
@@ -95,6 +96,7 @@ class Services:
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
     _retention: UsageRetention | None = None
+    usage_days: DayTotals = field(default_factory=DayTotals)  # final days' totals for usage summaries
 
     @classmethod
     async def start(cls, settings: Settings, *, transport: TransportFactory | None = None) -> Services:

@@ -4,12 +4,20 @@ The rollups are written in the same transaction as each usage row (``app.money.t
 outlive raw-row retention, so a summary costs the same with ten million raw rows as with ten. Days
 are UTC dates, both ends of the range included. Rows are grouped by any of ``day``, ``key``,
 ``model`` (none: one total); filters by key and model narrow them (indexes of migration 0006).
+
+A rollup has one row per key, model and day, so a summary over every key still reads keys x models
+x days rows. Summaries that neither filter nor group by key are served from ``DayTotals``: per day
+and model, kept in memory for days that can no longer change -- every day before yesterday (UTC).
+A day's rollups change only while its requests settle: a settlement after recovery follows within
+the request's total timeout, and recovery rows are dated when written, so two days is ample margin.
+Yesterday and today are always read from the database.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, func, select
@@ -48,7 +56,81 @@ def _figures(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def summarize(db: Database, spec: SummaryQuery) -> dict[str, Any]:
+Sums = tuple[int, ...]  # in the order of _SUMS
+FROZEN_AFTER_DAYS = 2  # a day is final once this many days have begun after it
+
+
+class DayTotals:
+    """Totals per day and model of the final days, filled from ``usage_daily`` on first need."""
+
+    def __init__(self) -> None:
+        self._days: dict[str, dict[str, Sums]] = {}
+        self._lock = asyncio.Lock()
+
+    async def between(self, db: Database, since: date, until: date) -> dict[str, dict[str, Sums]]:
+        """Final days only (the caller keeps ``until`` before yesterday): day -> model -> sums."""
+        async with self._lock:
+            wanted = [(since + timedelta(days=n)).isoformat() for n in range((until - since).days + 1)]
+            missing = [day for day in wanted if day not in self._days]
+            if missing:
+                found = await _per_day_and_model(db, missing[0], missing[-1], model=None)
+                for day in missing:
+                    self._days[day] = found.get(day, {})
+            return {day: self._days[day] for day in wanted}
+
+
+async def _per_day_and_model(db: Database, first: str, last: str, *, model: str | None) -> dict[str, dict[str, Sums]]:
+    sums = [func.sum(getattr(usage_daily.c, name)) for name in _SUMS]
+    query = (
+        select(usage_daily.c.day, usage_daily.c.model, *sums)
+        .where(usage_daily.c.day >= first, usage_daily.c.day <= last)
+        .group_by(usage_daily.c.day, usage_daily.c.model)
+    )
+    if model is not None:
+        query = query.where(usage_daily.c.model == model)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    found: dict[str, dict[str, Sums]] = {}
+    for day, name, *values in rows:
+        found.setdefault(day, {})[name] = tuple(int(v or 0) for v in values)
+    return found
+
+
+async def _from_day_totals(db: Database, spec: SummaryQuery, days: DayTotals, today: date) -> dict[str, Any]:
+    final = today - timedelta(days=FROZEN_AFTER_DAYS)
+    per_day: dict[str, dict[str, Sums]] = {}
+    if spec.since <= final:
+        per_day.update(await days.between(db, spec.since, min(spec.until, final)))
+    recent = max(spec.since, final + timedelta(days=1))
+    if recent <= spec.until:
+        per_day.update(await _per_day_and_model(db, recent.isoformat(), spec.until.isoformat(), model=spec.model))
+    groups: dict[tuple[str, ...], list[int]] = {}
+    total = [0] * len(_SUMS)
+    for day, models in per_day.items():
+        for name, values in models.items():
+            if spec.model is not None and name != spec.model:
+                continue
+            labels = {"day": day, "model": name}
+            bucket = groups.setdefault(tuple(labels[g] for g in spec.group_by), [0] * len(_SUMS))
+            for i, value in enumerate(values):
+                bucket[i] += value
+                total[i] += value
+    ordered = sorted(groups.items())[: spec.limit] if spec.group_by else []
+    data = [
+        {
+            **{_LABELS[g]: label for g, label in zip(spec.group_by, labels, strict=True)},
+            **_figures(dict(zip(_SUMS, v, strict=True))),
+        }
+        for labels, v in ordered
+    ]
+    return _answer(spec, dict(zip(_SUMS, total, strict=True)), data)
+
+
+async def summarize(
+    db: Database, spec: SummaryQuery, *, days: DayTotals | None = None, today: date | None = None
+) -> dict[str, Any]:
+    if days is not None and today is not None and spec.key_id is None and "key" not in spec.group_by:
+        return await _from_day_totals(db, spec, days, today)
     sums: list[ColumnElement[Any]] = [func.sum(getattr(usage_daily.c, name)).label(name) for name in _SUMS]
     groups = [GROUPS[name].label(_LABELS[name]) for name in spec.group_by]
     totals_query = _filtered(select(*sums), spec)
@@ -60,6 +142,10 @@ async def summarize(db: Database, spec: SummaryQuery) -> dict[str, Any]:
         totals = (await conn.execute(totals_query)).mappings().one()
         rows = (await conn.execute(rows_query)).mappings().all() if rows_query is not None else []
     data = [{**{_LABELS[g]: row[_LABELS[g]] for g in spec.group_by}, **_figures(dict(row))} for row in rows]
+    return _answer(spec, dict(totals), data)
+
+
+def _answer(spec: SummaryQuery, totals: dict[str, Any], data: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "object": "usage.summary",
         "from": spec.since.isoformat(),
@@ -67,7 +153,7 @@ async def summarize(db: Database, spec: SummaryQuery) -> dict[str, Any]:
         "group_by": list(spec.group_by),
         "key_id": spec.key_id,
         "model": spec.model,
-        "totals": _figures(dict(totals)),
+        "totals": _figures(totals),
         "data": data,
         "truncated": len(data) == spec.limit,
     }

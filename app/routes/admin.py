@@ -120,13 +120,14 @@ async def usage_summary(
     limit: int = 1000,
 ) -> Response:
     """Totals by day, key and/or model over ``from``..``to`` (UTC days, default the last 30), from the rollups."""
+    today = utcnow().date()
     try:
         spec = parse_query(
-            since=since, until=until, group_by=group_by, key_id=key_id, model=model, limit=limit, today=utcnow().date()
+            since=since, until=until, group_by=group_by, key_id=key_id, model=model, limit=limit, today=today
         )
     except ValueError as exc:
         raise InvalidRequest(str(exc)) from None
-    return json_response(await summarize(services.db, spec))
+    return json_response(await summarize(services.db, spec, days=services.usage_days, today=today))
 
 
 @router.get("/policy-events")

@@ -202,3 +202,51 @@ async def test_retention_on_the_sqlalchemy_path_and_its_schedule(make_harness: M
         retention.tick(now)  # the next pass waits for the interval
         assert retention._task is task
         await retention.aclose()
+
+
+def _rollups(db_path: str, rows: list[tuple[Any, ...]]) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            "INSERT INTO usage_daily (day, key_id, model, requests, partial, prompt_tokens, completion_tokens,"
+            " reasoning_tokens, cached_tokens, cost) VALUES (?, ?, ?, ?, 0, ?, ?, 0, 0, ?)",
+            rows,
+        )
+
+
+async def test_summaries_of_final_days_from_memory_agree_with_the_rollups_and_recent_days_stay_live(
+    harness: Harness,
+) -> None:
+    db_path = harness.settings.database.url.split("///", 1)[1]
+    today = datetime.now(UTC).date()
+    day = [(today - timedelta(days=n)).isoformat() for n in range(6)]
+    _rollups(
+        db_path,
+        [
+            (day[5], "key_a", PRO, 3, 30, 6, 3_000),
+            (day[5], "key_b", PRO, 1, 10, 2, 1_000),
+            (day[4], "key_a", MINI, 2, 20, 4, 500),
+            (day[2], "key_b", MINI, 5, 50, 10, 2_000),
+            (day[1], "key_a", PRO, 7, 70, 14, 7_000),  # yesterday: not final yet
+        ],
+    )
+    span = {"from": day[5], "to": day[0]}
+    by_day = await summary(harness, group_by="day", **span)  # served from the in-memory final days
+    by_key = await summary(harness, group_by="day,key", **span)  # served by SQL, per key
+    per_day: dict[str, int] = defaultdict(int)
+    for entry in by_key["data"]:
+        per_day[entry["day"]] += entry["requests"]
+    assert (
+        {entry["day"]: entry["requests"] for entry in by_day["data"]}
+        == per_day
+        == {day[5]: 4, day[4]: 2, day[2]: 5, day[1]: 7}
+    )
+    assert by_day["totals"] == by_key["totals"]
+    assert by_day["totals"]["cost_usd"] == "0.0000000135"
+    by_model = await summary(harness, group_by="model", model=MINI, **span)
+    assert [(e["model"], e["requests"], e["prompt_tokens"]) for e in by_model["data"]] == [(MINI, 7, 70)]
+
+    _rollups(db_path, [(day[1], "key_b", PRO, 1, 10, 2, 1_000), (day[0], "key_b", PRO, 2, 20, 4, 2_000)])
+    again = await summary(harness, group_by="day", **span)
+    assert {entry["day"]: entry["requests"] for entry in again["data"]}[day[1]] == 8
+    assert {entry["day"]: entry["requests"] for entry in again["data"]}[day[0]] == 2
+    assert again["totals"]["requests"] == 21
