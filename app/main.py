@@ -103,6 +103,8 @@ def create_app(settings: Settings, *, demo: bool = False, transport: TransportFa
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    # logging.access: false silences the access lines (the metrics still count every request)
+    logging.getLogger("seedgate.access").disabled = not settings.logging.access
     server = settings.server
     return RequestContext(
         BilledEndpoints(app), max_body_bytes=server.max_body_bytes, body_read_timeout=server.body_read_timeout_seconds
