@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, multiprocess
 
 from app.money.tokens import TokenUsage
 
@@ -41,6 +41,7 @@ class Metrics:
     workers: values go to the shared directory and ``registry`` is None (``exposition`` collects)."""
 
     def __init__(self) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series: they double the series count and nothing plots them
         self.multiprocess = multiprocess_dir() is not None
         self.registry: CollectorRegistry | None = None if self.multiprocess else CollectorRegistry()
         reg = self.registry
