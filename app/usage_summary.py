@@ -58,25 +58,33 @@ def _figures(values: dict[str, Any]) -> dict[str, Any]:
 
 Sums = tuple[int, ...]  # in the order of _SUMS
 FROZEN_AFTER_DAYS = 2  # a day is final once this many days have begun after it
+ONE_DAY = timedelta(days=1)
 
 
 class DayTotals:
-    """Totals per day and model of the final days, filled from ``usage_daily`` on first need."""
+    """Totals per day and model of final days, read from ``usage_daily`` once per day.
+
+    The days read form one contiguous span, widened on demand; only days with usage are kept.
+    """
 
     def __init__(self) -> None:
         self._days: dict[str, dict[str, Sums]] = {}
+        self._span: tuple[date, date] | None = None
         self._lock = asyncio.Lock()
 
     async def between(self, db: Database, since: date, until: date) -> dict[str, dict[str, Sums]]:
         """Final days only (the caller keeps ``until`` before yesterday): day -> model -> sums."""
         async with self._lock:
-            wanted = [(since + timedelta(days=n)).isoformat() for n in range((until - since).days + 1)]
-            missing = [day for day in wanted if day not in self._days]
-            if missing:
-                found = await _per_day_and_model(db, missing[0], missing[-1], model=None)
-                for day in missing:
-                    self._days[day] = found.get(day, {})
-            return {day: self._days[day] for day in wanted}
+            missing = [(since, until)]
+            if self._span is not None:
+                low, high = self._span
+                missing = [(since, low - ONE_DAY), (high + ONE_DAY, until)]
+                since, until = min(since, low), max(until, high)
+            for first, last in missing:
+                if first <= last:
+                    self._days.update(await _per_day_and_model(db, first.isoformat(), last.isoformat(), model=None))
+            self._span = (since, until)
+        return self._days
 
 
 async def _per_day_and_model(db: Database, first: str, last: str, *, model: str | None) -> dict[str, dict[str, Sums]]:
@@ -100,7 +108,9 @@ async def _from_day_totals(db: Database, spec: SummaryQuery, days: DayTotals, to
     final = today - timedelta(days=FROZEN_AFTER_DAYS)
     per_day: dict[str, dict[str, Sums]] = {}
     if spec.since <= final:
-        per_day.update(await days.between(db, spec.since, min(spec.until, final)))
+        first, last = spec.since.isoformat(), min(spec.until, final).isoformat()
+        known = await days.between(db, spec.since, min(spec.until, final))
+        per_day.update((day, models) for day, models in known.items() if first <= day <= last)
     recent = max(spec.since, final + timedelta(days=1))
     if recent <= spec.until:
         per_day.update(await _per_day_and_model(db, recent.isoformat(), spec.until.isoformat(), model=spec.model))
@@ -160,6 +170,7 @@ def _answer(spec: SummaryQuery, totals: dict[str, Any], data: list[dict[str, Any
 
 
 MAX_LIMIT = 10_000
+EARLIEST = date(1970, 1, 1)
 DEFAULT_DAYS = 30
 
 
@@ -178,6 +189,8 @@ def parse_query(
     start = _day(since, "from") if since else date.fromordinal(end.toordinal() - DEFAULT_DAYS + 1)
     if start > end:
         raise ValueError("'from' must not be after 'to'")
+    if start < EARLIEST:
+        raise ValueError(f"'from' must be {EARLIEST.isoformat()} or later")
     groups = tuple(part.strip() for part in group_by.split(",") if part.strip())
     unknown = [g for g in groups if g not in GROUPS]
     if unknown or len(set(groups)) != len(groups):

@@ -100,6 +100,7 @@ async def test_usage_summary_refuses_bad_ranges_and_groupings_with_400(harness: 
         for params in (
             {"from": "2026-12-07", "to": "2026-12-01"},
             {"from": "yesterday"},
+            {"from": "0001-01-01"},
             {"group_by": "day,secret"},
             {"group_by": "day,day"},
             {"limit": "0"},
