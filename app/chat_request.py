@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InvalidRequest
@@ -34,6 +34,8 @@ class ChatRequest:
     include_usage: bool
     n: int
     max_output_tokens: int | None  # what the client asked for, if anything
+    headers: dict[str, str] = field(default_factory=dict)  # a dialect's notes for the response headers
+    context: Any = None  # a dialect's own per-request facts, opaque to the pipeline (``Reply.context``)
 
 
 def _fail(message: str, param: str | None) -> InvalidRequest:

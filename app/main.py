@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from app.asgi import BilledEndpoints, RequestContext
 from app.errors import GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
 from app.fake_upstream import FakeUpstream
-from app.routes import admin, anthropic, health, metrics, models
+from app.routes import admin, anthropic, health, metrics, models, responses
 from app.services import Services, TransportFactory
 from app.settings import Settings
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, demo: bool = False, transport: TransportFa
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(anthropic.router)
+    app.include_router(responses.router)
     app.include_router(admin.router)
     app.include_router(metrics.router)
     app.add_exception_handler(GatewayError, _gateway_error)

@@ -82,6 +82,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     body = parse_json(await inbound.body())
     model = services.catalog.for_key(dialect.model_name(body), key.models)
     inbound.record.model = model.id
+    body = await dialect_load(dialect, body, key.id)
     request = dialect.parse(body)
     inbound.record.stream = request.stream
     prompt_tokens = estimate_prompt_tokens(request.body["messages"], request.body.get("tools"))
@@ -103,6 +104,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
         rejected=metrics.limit_rejected,
     )
     headers["x-request-id"] = inbound.request_id
+    headers.update(request.headers)
     services.lifecycle.enter()
     admission = Admission(inbound, key, model, dialect.endpoint, request.stream, quote)
     try:
@@ -117,7 +119,7 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
             headers["x-seedgate-attempts"] = str(attempts)
         if request.stream:
             return await relay_stream(services, admission, dialect, request, response, headers, deadline)
-        return await whole_answer(services, admission, dialect, response, headers, deadline)
+        return await whole_answer(services, admission, dialect, request, response, headers, deadline)
     except UpstreamFailure as failure:
         if failure.policy:
             await record_policy(services, admission, failure.upstream_code)
@@ -190,6 +192,7 @@ async def whole_answer(
     services: Services,
     admission: Admission,
     dialect: Dialect,
+    request: ChatRequest,
     response: UpstreamResponse,
     headers: dict[str, str],
     deadline: float,
@@ -206,19 +209,23 @@ async def whole_answer(
     except UpstreamReadError:
         outcome.status = "upstream_error"
         raise UpstreamError("The upstream connection broke while reading the answer.") from None
+    except UpstreamError:  # larger than the gateway accepts
+        outcome.status = "upstream_error"
+        raise
     finally:
         await response.aclose()
     answer = parse_answer(admission, raw)
     outcome.usage = TokenUsage.from_openai(answer.get("usage"))
     outcome.output_tokens = answer_output_tokens(answer["choices"])
     outcome.complete = True
-    body = dialect.render(answer, raw, reply_for(admission))
+    body = dialect.render(answer, raw, reply_for(admission, request))
     policy = policy_hit(answer)
 
     async def then() -> None:
         await settle(services, admission)
         if policy:
             await record_policy(services, admission, "content_filter")
+        await dialect_finish(dialect, request, admission)
 
     # the client gets its answer first; the settlement follows in the same task, shielded
     return AnswerResponse(
@@ -240,13 +247,16 @@ async def relay_stream(
     events = UpstreamEvents(response, deadline=deadline)
     relay = Relay(
         events,
-        dialect.stream(request, reply_for(admission)),
+        dialect.stream(request, reply_for(admission, request)),
         admission.outcome,
         heartbeat_interval=server.heartbeat_seconds,
     )
     try:
         error = await relay.prime()
     except BaseException:
+        # the client left (or the task was cancelled) while the upstream, which accepted the request
+        # with a 200, was working on the prompt: like a timeout after acceptance, the prompt estimate
+        admission.outcome.status, admission.outcome.consumed = "client_disconnected", True
         await asyncio.shield(events.aclose())
         raise
     if error is not None:
@@ -255,10 +265,15 @@ async def relay_stream(
         admission.outcome.consumed = isinstance(error, UpstreamTimeout)  # it had the request, and kept it
         raise error
     admission.inbound.record.first_token_at = time.perf_counter()  # seedgate_time_to_first_token_seconds
+
+    async def then() -> None:
+        await settle(services, admission)
+        await dialect_finish(dialect, request, admission)
+
     return RelayResponse(
         relay,
         headers=headers,
-        then=lambda: settle(services, admission),
+        then=then,
         write_timeout=server.client_write_timeout_seconds,
         open_streams=services.metrics.open_streams,
     )
@@ -320,8 +335,26 @@ def usage_row(admission: Admission, charge: rules.Charge) -> UsageRow:
     )
 
 
-def reply_for(admission: Admission) -> Reply:
-    return Reply(admission.inbound.request_id, admission.model.id, admission.quote.prompt_tokens)
+def reply_for(admission: Admission, request: ChatRequest) -> Reply:
+    return Reply(admission.inbound.request_id, admission.model.id, admission.quote.prompt_tokens, request.context)
+
+
+# -- optional dialect hooks (app.dialects): server-side state before parsing, after settling ---------
+
+
+async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
+    load = getattr(dialect, "load", None)
+    return body if load is None else await load(body, key_id)
+
+
+async def dialect_finish(dialect: Dialect, request: ChatRequest, admission: Admission) -> None:
+    finish = getattr(dialect, "finish", None)
+    if finish is None or admission.outcome.status != "ok":
+        return
+    try:
+        await finish(request, admission.key.id)
+    except Exception:
+        log.exception("the %s dialect could not finish request %s", dialect.endpoint, admission.inbound.request_id)
 
 
 def parse_json(raw: bytes) -> Any:

@@ -4,8 +4,9 @@ Nothing here is created at import time; ``Services.start`` builds everything fro
 ``aclose`` tears it down. The pipeline receives this object and hands each step only the services it
 uses. Background duties run in one task: every ``billing.checkpoint_interval_seconds`` the live holds'
 progress is saved and their leases renewed; every ``billing.recovery_interval_seconds`` holds whose
-lease lapsed are recovered; raw usage rows past ``billing.usage_retention_days`` are pruned in
-their own task (``app.retention``), so a long pass never delays a lease renewal.
+lease lapsed are recovered and stored Responses answers past their retention deleted; raw usage rows
+past ``billing.usage_retention_days`` are pruned in their own task (``app.retention``), so a long pass
+never delays a lease renewal.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from app.db import Database
 from app.dialects import Dialect
 from app.dialects.anthropic.dialect import AnthropicMessages, Signer
 from app.dialects.openai_chat import OpenAIChat
+from app.dialects.responses.dialect import OpenAIResponses
+from app.dialects.responses.seal import Sealer
 from app.keys import KeyStore
 from app.limits import FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter, connect
 from app.metrics import Metrics
@@ -34,6 +37,7 @@ from app.money.ledger import Ledger, utcnow
 from app.retention import UsageRetention
 from app.routing import Router
 from app.settings import Settings, UpstreamSettings
+from app.stored_responses import ResponseStore
 from app.upstream import Transport, Upstream
 from app.usage_summary import DayTotals
 
@@ -71,10 +75,21 @@ def build_limiter(settings: Settings) -> tuple[Limiter, Redis | None]:
     return FallbackLimiter(shared, local, max_buckets=settings.limits.max_limiter_buckets), client
 
 
-def build_dialects(settings: Settings) -> dict[str, Dialect]:
+def build_dialects(settings: Settings, stored: ResponseStore) -> dict[str, Dialect]:
     """The billed endpoints, by path."""
-    signer = Signer(settings.admin.master_key.get_secret_value())
-    return {"/v1/chat/completions": OpenAIChat(), "/v1/messages": AnthropicMessages(signer)}
+    master = settings.admin.master_key.get_secret_value()
+    signer = Signer(master)
+    return {
+        "/v1/chat/completions": OpenAIChat(),
+        "/v1/messages": AnthropicMessages(signer),
+        "/v1/responses": OpenAIResponses(Sealer(master, "seedgate responses reasoning"), stored),
+    }
+
+
+def build_response_store(settings: Settings, db: Database) -> ResponseStore:
+    """Stored Responses API answers, sealed under their own key, kept ``responses.retention_days``."""
+    sealer = Sealer(settings.admin.master_key.get_secret_value(), "seedgate stored responses")
+    return ResponseStore(db, sealer, retention_days=settings.responses.retention_days)
 
 
 @dataclass
@@ -91,6 +106,7 @@ class Services:
     trusted: TrustedProxies
     dialects: dict[str, Dialect]
     instance_id: str
+    stored_responses: ResponseStore
     metrics: Metrics
     redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
@@ -105,6 +121,7 @@ class Services:
         metrics = Metrics()
         upstreams = {u.name: Upstream(u, transport(u) if transport else None) for u in settings.upstreams}
         limiter, redis = build_limiter(settings)
+        stored_responses = build_response_store(settings, db)
         ledger = Ledger(
             db,
             owner=instance_id,
@@ -123,8 +140,9 @@ class Services:
             upstreams=upstreams,
             router=Router(settings.routing, upstreams, metrics=metrics),
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
-            dialects=build_dialects(settings),
+            dialects=build_dialects(settings, stored_responses),
             instance_id=instance_id,
+            stored_responses=stored_responses,
             metrics=metrics,
         )
         services.lifecycle.idle.set()
@@ -145,6 +163,7 @@ class Services:
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + billing.recovery_interval_seconds
                     await self.ledger.recover()
+                    await self.stored_responses.purge()  # retention of stored Responses answers
                 if self._retention is not None:
                     self._retention.tick(utcnow())
             except Exception:

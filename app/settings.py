@@ -164,6 +164,10 @@ class BillingSettings(_Section):
     usage_retention_days: int = Field(default=90, ge=0)
 
 
+class ResponsesSettings(_Section):
+    retention_days: float = Field(default=30.0, gt=0)  # stored responses (store: true) are deleted after this
+
+
 class RedisSettings(_Section):
     url: SecretStr | None = None  # e.g. redis://127.0.0.1:6379/0; shares limits across workers and hosts
     prefix: str = "sg:"  # key prefix, so several gateways (or tests) can share one Redis
@@ -207,6 +211,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
 

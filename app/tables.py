@@ -174,3 +174,15 @@ usage_daily = Table(
     Index("ix_usage_daily_key_id_day", "key_id", "day"),  # summaries by key (migration 0006)
     Index("ix_usage_daily_model_day", "model", "day"),  # summaries by model (migration 0006)
 )
+
+# Responses API answers kept for ``previous_response_id`` and GET (``store: true``), per key, sealed:
+# ``sealed`` is AES-GCM ciphertext (app.stored_responses), never the plain conversation.
+stored_responses = Table(
+    "stored_responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("key_id", String(40), ForeignKey("api_keys.id"), nullable=False),
+    Column("sealed", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_stored_responses_created_at", "created_at"),
+)

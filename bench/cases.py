@@ -7,6 +7,9 @@ Rules this module owns:
 - Non-stream requests get the upstream's default short answer; stream cases pick a named upstream
   script (`bench.upstream`) by a `#script:NAME` marker in the message, so every system relays the very
   same upstream behaviour. Streams always ask for `stream_options.include_usage`.
+- The `responses` cases ask Seedgate's `POST /v1/responses` (`store: false`) for the very same answers
+  as their chat twins, so the CPU per request of the translation shows next to chat's; only Seedgate
+  serves them (``serves``).
 - The open-streams case holds `open_streams` slow streams at once (connects spread over two seconds,
   each stream ~11 s long), one request per connection, and reports peak RSS while they are open.
 - The machine is shared, so every run also reports how many cores processes outside the benchmark
@@ -33,10 +36,14 @@ class Case:
     concurrency: int
     script: str | None = None  # None: non-stream default answer
     open_streams: bool = False
+    api: str = "chat"  # "chat" (/v1/chat/completions) or "responses" (/v1/responses)
 
     @property
     def stream(self) -> bool:
         return self.script is not None
+
+    def serves(self, system: str) -> bool:
+        return self.api == "chat" or system == "seedgate"
 
 
 def matrix(open_streams: int) -> list[Case]:
@@ -46,6 +53,8 @@ def matrix(open_streams: int) -> list[Case]:
         Case("non-stream", 64),
         Case("stream-20", 1, "s20"),
         Case("stream-20", 16, "s20"),
+        Case("responses", 16, api="responses"),
+        Case("responses-stream-20", 16, "s20", api="responses"),
         Case("paced-5ms", 16, "paced"),
         Case("open-streams", open_streams, "slow", open_streams=True),
     ]
@@ -53,6 +62,11 @@ def matrix(open_streams: int) -> list[Case]:
 
 def request_for(system: System, case: Case) -> bytes:
     text = "Say hello in a few words."
+    if case.api == "responses":
+        if case.script is not None:
+            text += f" #script:{case.script}"
+        fields = {"model": system.model, "max_output_tokens": 64, "store": False, "stream": case.stream, "input": text}
+        return build_request("127.0.0.1", system.port, "/v1/responses", json.dumps(fields).encode(), system.headers)
     body: dict[str, object] = {"model": system.model, "max_tokens": 64}
     if case.script is not None:
         text += f" #script:{case.script}"

@@ -6,9 +6,11 @@ Rules this module owns:
   read the whole answer, and send the next. A worker stops at the deadline or when the shared request
   budget is spent, so every run is bounded in both time and count; each answer also has its own timeout.
 - Latency is measured from the first byte written to the last byte of the body. For a stream, the time to
-  first content byte (TTFB) is when the first SSE event with a non-empty `"content"` string arrives.
-- An answer counts as a success only if it is HTTP 200 and complete: a JSON body with `"choices"`, or an
-  SSE body that ends with `data: [DONE]`. Anything else is counted under an error name, never retried;
+  first content byte (TTFB) is when the first SSE event with a non-empty `"content"` (chat) or `"delta"`
+  (Responses API) string arrives.
+- An answer counts as a success only if it is HTTP 200 and complete: a JSON body with `"choices"` (or a
+  Responses API `"output"`), or an SSE body that ends with `data: [DONE]` (or whose last chunk holds the
+  Responses API's `event: response.completed`). Anything else is counted under an error name, never retried;
   the connection is then dropped and reopened, so one bad answer cannot desynchronise the next.
 - No HTTP client library: the request bytes are built once, the response is parsed with `readuntil` and
   `readexactly` only. Chunked bodies with trailers are supported; compression is not asked for.
@@ -23,7 +25,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-_CONTENT = re.compile(rb'"content"\s*:\s*"[^"]')
+_CONTENT = re.compile(rb'"(?:content|delta)"\s*:\s*"[^"]')
 _LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.IGNORECASE)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:\s*chunked", re.IGNORECASE)
 _CLOSE = re.compile(rb"\r\nconnection:\s*close", re.IGNORECASE)
@@ -110,9 +112,9 @@ def _check(answer: _Answer, stream: bool) -> None:
     if answer.status != 200:
         raise BadAnswer(f"http_{answer.status}")
     if stream:
-        if b"[DONE]" not in answer.body[-_TAIL * 2 :]:
+        if b"[DONE]" not in answer.body[-_TAIL * 2 :] and b"event: response.completed" not in answer.body:
             raise BadAnswer("stream_without_done")
-    elif b'"choices"' not in answer.body:
+    elif b'"choices"' not in answer.body and b'"output"' not in answer.body:
         raise BadAnswer("body_without_choices")
 
 

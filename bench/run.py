@@ -111,6 +111,8 @@ def _starters(args: argparse.Namespace, upstream_url: str, workdir: Path) -> lis
 async def _cases(system: System, cases: list[Case], args: argparse.Namespace, upstream_pid: int) -> list[Row]:
     rows = []
     for case in cases:
+        if not case.serves(system.name):
+            continue
         print(f"bench: {system.name} {case.name} c={case.concurrency} ...", file=sys.stderr, flush=True)
         row = await measure(system, case, duration=args.duration, warmup=args.warmup, upstream_pid=upstream_pid)
         print(

@@ -7,6 +7,12 @@ rendered in its ``envelope``.
 
     openai_chat.py    POST /v1/chat/completions (passthrough)
     anthropic/        POST /v1/messages (translated both ways)
+    responses/        POST /v1/responses (translated both ways; stored responses)
+
+Optional hooks a dialect may have (the pipeline looks them up, and calls them only if present):
+``async load(body, key_id) -> body`` after authentication and before ``parse`` (server-side state
+such as ``previous_response_id``), and ``async finish(request, key_id)`` after the request settled
+(keeping the answer); a failing ``finish`` is logged, never the client's problem.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class Reply:
     request_id: str
     model: str  # the public model id
     prompt_tokens: int  # the gateway's estimate, for streams that announce it first
+    context: Any = None  # ``ChatRequest.context``: what the dialect kept from parsing
 
 
 class StreamWriter(Protocol):

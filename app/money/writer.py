@@ -100,16 +100,15 @@ class SqliteWriter:
             await self.run(_nothing)
 
     def _ensure_started(self) -> None:
-        if self._threads:
-            return
-        with self._lock:
-            if not self._threads:
-                self._threads = [
-                    threading.Thread(target=self._write_loop, name="seedgate-sqlite-writer", daemon=True),
-                    threading.Thread(target=self._sync_loop, name="seedgate-sqlite-sync", daemon=True),
-                ]
-                for thread in self._threads:
-                    thread.start()
+        with self._lock:  # uncontended after the first call: tens of nanoseconds
+            if self._threads:
+                return
+            self._threads = [
+                threading.Thread(target=self._write_loop, name="seedgate-sqlite-writer", daemon=True),
+                threading.Thread(target=self._sync_loop, name="seedgate-sqlite-sync", daemon=True),
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def close(self) -> None:
         """Finish every queued operation, make it durable, stop both threads."""

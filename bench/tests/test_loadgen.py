@@ -25,6 +25,18 @@ def _stream(writer: asyncio.StreamWriter) -> None:
     writer.write(b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n")
 
 
+def _responses_stream(writer: asyncio.StreamWriter) -> None:
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+    events = (
+        b'event: response.created\ndata: {"type":"response.created"}\n\n',
+        b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"A"}\n\n',
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"output":[]}}\n\n',
+    )
+    for event in events:
+        writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+    writer.write(b"0\r\n\r\n")
+
+
 def _stream_cut(writer: asyncio.StreamWriter) -> None:
     writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
     event = b'data: {"delta":{"content":"A"}}\n\n'
@@ -109,3 +121,11 @@ def test_percentile_is_nearest_rank() -> None:
     assert percentile(values, 0.99) == 99.0
     assert percentile(values, 1.0) == 100.0
     assert percentile([], 0.5) == 0.0
+
+
+async def test_a_responses_api_stream_ends_with_response_completed_and_times_its_first_delta() -> None:
+    async with server(_responses_stream) as port:
+        result = await run(_job(port, stream=True, requests=4, concurrency=1))
+    assert result.ok == 4
+    assert not result.errors
+    assert len(result.ttfb) == 4

@@ -1,7 +1,7 @@
 """usage at scale: an index for deleting expired raw usage rows, indexes for filtered rollup summaries
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0004
 Create Date: 2026-12-06 23:50:00
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004"  # re-chained after merging main (0004: stored responses)
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -158,6 +158,18 @@ async def test_a_late_settlement_cheaper_than_the_estimate_is_refunded(books: Bo
     await books.check()
 
 
+async def test_a_late_settlement_equal_to_the_estimate_posts_no_adjustment(books: Books, ledger: Ledger) -> None:
+    key = await books.new_key("10")
+    hold = await reserve(ledger, key, USD, estimate=USD // 10)
+    await lapse(ledger, hold.request_id, sent=True, output_tokens=0)
+    await recover(ledger, books)
+    assert await ledger.settle(hold, draft(hold, USD // 10, partial=False)) == Settlement(0, 0, late=True)
+    assert await books.rows(ledger_table, key_id=key, kind="adjustment") == []
+    [used] = await books.rows(usage, request_id=hold.request_id)
+    assert (used.source, used.cost, used.partial) == ("late", USD // 10, False)
+    await books.check()
+
+
 async def test_a_late_settlement_after_a_free_recovery_writes_the_row(books: Books, ledger: Ledger) -> None:
     key = await books.new_key("10")
     hold = await reserve(ledger, key, USD)
@@ -239,4 +251,5 @@ async def test_a_failed_settlement_is_retried_until_it_is_durable(
     assert flaky.failures == 0
     assert len([r for r in caplog.records if "retrying" in r.getMessage()]) == 3
     assert (await books.key(key)).spent == USD // 3
+    await retrying.flush()  # every acknowledged write is durable now (a no-op where each already is)
     await books.check()

@@ -1,0 +1,122 @@
+"""``POST /v1/responses``: the Responses API translated in, the chat request flow, translated out.
+
+Keys, limits, holds and usage rows are those of ``/v1/chat/completions`` (endpoint ``responses``).
+Tools the upstream cannot run are left out and named in ``x-seedgate-dropped-tools``. With ``store``
+(OpenAI's default: true) the finished response is kept (``app.stored_responses``) after the request
+settled; ``previous_response_id`` prepends the stored conversation (its input and output items) to
+``input`` before parsing. ``store: false`` keeps nothing. Reasoning sealed into ``encrypted_content``
+is opened again on the next turn; what this gateway did not seal falls back to the summary text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import orjson
+
+from app.chat_request import ChatRequest, model_of, parse_chat_request
+from app.dialects import Reply
+from app.dialects.responses.request import invalid, responses_to_chat
+from app.dialects.responses.response import ECHOED, Context, chat_to_response
+from app.dialects.responses.seal import Sealer
+from app.dialects.responses.stream import ResponseStreamTranslator
+from app.errors import Envelope, GatewayError
+from app.stored_responses import ResponseStore
+
+log = logging.getLogger("seedgate.responses")
+
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
+DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
+
+
+class ResponsesStream:
+    def __init__(self, translator: ResponseStreamTranslator) -> None:
+        self._t = translator
+
+    def start(self) -> bytes:
+        return self._t.start()
+
+    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
+        return self._t.feed(chunk)
+
+    def done(self) -> bytes:
+        return self._t.finish()
+
+    def error(self, error: GatewayError) -> bytes:
+        return self._t.fail(error.code or "server_error", error.message)
+
+    def heartbeat(self) -> bytes:
+        return self._t.heartbeat()
+
+
+class OpenAIResponses:
+    endpoint = "responses"
+    envelope: Envelope = "openai"
+
+    def __init__(self, sealer: Sealer, store: ResponseStore) -> None:
+        self._sealer = sealer
+        self._store = store
+
+    def _open_reasoning(self, token: str) -> str | None:
+        plain = self._sealer.open(token)
+        return None if plain is None else plain.decode("utf-8", "surrogatepass")
+
+    def model_name(self, body: Any) -> str:
+        return model_of(body)
+
+    async def load(self, body: Any, key_id: str) -> Any:
+        """Prepend the stored conversation of ``previous_response_id`` (the caller's own) to ``input``."""
+        previous = body.get("previous_response_id") if isinstance(body, dict) else None
+        if previous is None:
+            return body
+        if not isinstance(previous, str) or not previous:
+            raise invalid("previous_response_id", "must be a non-empty string")
+        record = await self._store.get(previous, key_id)
+        if record is None:
+            raise invalid("previous_response_id", f"no stored response with id '{previous[:64]}'")
+        current = body.get("input")
+        if isinstance(current, str):
+            current = [{"type": "message", "role": "user", "content": current}]
+        elif not isinstance(current, list):
+            raise invalid("input", "must be a string or an array of input items")
+        return {**body, "input": [*record["input"], *record["response"]["output"], *current]}
+
+    def parse(self, body: Any) -> ChatRequest:
+        model_of(body)
+        chat, tools = responses_to_chat(body, self._open_reasoning)
+        request = parse_chat_request(chat)
+        store = body.get("store", True)
+        if not isinstance(store, bool):
+            raise invalid("store", "must be a boolean")
+        include = body.get("include") or []
+        if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
+            raise invalid("include", "must be an array of strings")
+        raw_input = body.get("input")
+        context = Context(
+            echo={key: body.get(key) for key in ECHOED},
+            names=tools.names,
+            encrypted=ENCRYPTED_REASONING in include,
+            store=store,
+            input_items=[{"type": "message", "role": "user", "content": raw_input}]
+            if isinstance(raw_input, str)
+            else list(raw_input or []),
+        )
+        headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
+        return dataclasses.replace(request, headers=headers, context=context)
+
+    def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
+        context: Context = reply.context
+        response = chat_to_response(answer, context, self._sealer, reply.request_id, reply.model)
+        context.final = response
+        return orjson.dumps(response)
+
+    def stream(self, request: ChatRequest, reply: Reply) -> ResponsesStream:
+        return ResponsesStream(ResponseStreamTranslator(request.context, self._sealer, reply.request_id, reply.model))
+
+    async def finish(self, request: ChatRequest, key_id: str) -> None:
+        context: Context = request.context
+        if context.store and context.final is not None:
+            record = {"response": context.final, "input": context.input_items}
+            await self._store.save(context.final["id"], key_id, record)

@@ -1,0 +1,271 @@
+"""``chat.completion.chunk`` stream -> Responses stream events (docs/protocol.md 6.3).
+
+Every event is ``event: <type>`` + ``data: {..., "type", "sequence_number"}``, numbered from 0. The
+sequence: ``response.created``, ``response.in_progress``; then per output item, in the order the
+upstream produced them:
+
+- reasoning: ``output_item.added``, ``reasoning_summary_part.added``, ``reasoning_summary_text.delta``...,
+  ``reasoning_summary_text.done``, ``reasoning_summary_part.done``, ``output_item.done``;
+- text: ``output_item.added``, ``content_part.added``, ``output_text.delta``..., ``output_text.done``,
+  ``content_part.done``, ``output_item.done``;
+- a tool call: ``output_item.added`` (once its name is known; earlier argument fragments are held),
+  ``function_call_arguments.delta``..., ``function_call_arguments.done``, ``output_item.done``;
+
+and last ``response.completed`` (or ``response.incomplete``) with the full response and usage. A new
+kind of output closes the open item. A stream cut before a ``finish_reason``, a tool call without a
+name, arguments of parallel calls interleaved after their item closed, or an upstream fault end in
+``response.failed`` (the response with ``status: failed`` and ``error``). Idle periods get
+``: keepalive`` comments. No ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from app.dialects.responses.response import (
+    Context,
+    call_item,
+    item_id,
+    message_item,
+    reasoning_item,
+    response_object,
+    status_for,
+    usage_to_responses,
+)
+from app.dialects.responses.seal import Sealer
+
+KEEPALIVE = b": keepalive\n\n"
+
+
+class _Call:
+    __slots__ = ("arguments", "call_id", "index", "name", "pending")
+
+    def __init__(self) -> None:
+        self.call_id: str | None = None
+        self.name: str | None = None
+        self.arguments: list[str] = []
+        self.pending = True  # its output item is not open yet
+        self.index: int | None = None  # output_index once opened
+
+
+class ResponseStreamTranslator:
+    def __init__(self, context: Context, sealer: Sealer, request_id: str, model: str) -> None:
+        self.context = context
+        self._sealer = sealer
+        self._request_id = request_id
+        self._model = model
+        self._seq = 0
+        self._output: list[dict[str, Any]] = []  # finished items
+        self._open: str | None = None  # "reasoning" | "message" | "call"
+        self._text: list[str] = []
+        self._calls: dict[int, _Call] = {}
+        self._open_call: int | None = None
+        self._finish: str | None = None
+        self._usage: Any = None
+        self._broken: str | None = None
+
+    # -- events ------------------------------------------------------------------------------------
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
+        payload = {"type": kind, "sequence_number": self._seq, **payload}
+        self._seq += 1
+        try:
+            data = orjson.dumps(payload)
+        except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped
+            data = json.dumps(payload, separators=(",", ":")).encode()
+        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+    def _response(self, status: str, **extra: Any) -> dict[str, Any]:
+        return response_object(
+            self.context, request_id=self._request_id, model=self._model, status=status, output=[], usage=None, **extra
+        )
+
+    def start(self) -> bytes:
+        response = self._response("in_progress")
+        return self._event("response.created", {"response": response}) + self._event(
+            "response.in_progress", {"response": response}
+        )
+
+    def heartbeat(self) -> bytes:
+        return KEEPALIVE
+
+    def fail(self, code: str, message: str) -> bytes:
+        out = bytearray()
+        self._close(out)  # what was delivered stays a well-formed item of the failed response
+        response = self._response("failed", error={"code": code, "message": message})
+        response["output"] = self._output
+        return bytes(out) + self._event("response.failed", {"response": response})
+
+    # -- upstream chunks ---------------------------------------------------------------------------
+
+    def feed(self, chunk: dict[str, Any]) -> bytes:
+        out = bytearray()
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else []:
+            if not isinstance(choice, dict) or choice.get("index") not in (0, None):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict) and self._broken is None:
+                reasoning = delta.get("reasoning_content")
+                if isinstance(reasoning, str) and reasoning:
+                    self._delta("reasoning", reasoning, out)
+                content = delta.get("content")
+                if isinstance(content, str) and content:
+                    self._delta("message", content, out)
+                calls = delta.get("tool_calls")
+                for fragment in calls if isinstance(calls, list) else []:
+                    if isinstance(fragment, dict):
+                        self._call_fragment(fragment, out)
+            if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
+                self._finish = choice["finish_reason"]
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        out = bytearray()
+        if self._broken is None and self._finish is None:
+            self._broken = "The upstream stream ended before the response was complete."
+        for position in sorted(self._calls):
+            if self._broken is not None:
+                break
+            call = self._calls[position]
+            if call.pending and call.name is None:
+                self._broken = "The upstream sent a tool call without a name."
+            elif call.pending:
+                self._open_item_for(position, call, out)
+        if self._broken is not None:
+            return bytes(out) + self.fail("server_error", self._broken)
+        self._close(out)
+        status, incomplete = status_for(self._finish)
+        response = response_object(
+            self.context,
+            request_id=self._request_id,
+            model=self._model,
+            status=status,
+            output=self._output,
+            usage=usage_to_responses(self._usage),
+            incomplete=incomplete,
+        )
+        self.context.final = response
+        kind = "response.completed" if status == "completed" else "response.incomplete"
+        return bytes(out) + self._event(kind, {"response": response})
+
+    # -- items -------------------------------------------------------------------------------------
+
+    def _delta(self, kind: str, text: str, out: bytearray) -> None:
+        if self._open != kind:
+            self._close(out)
+            self._open = kind
+            self._open_text_item(kind, out)
+        index = len(self._output)
+        self._text.append(text)
+        if kind == "reasoning":
+            out += self._event(
+                "response.reasoning_summary_text.delta",
+                {"item_id": self._rid, "output_index": index, "summary_index": 0, "delta": text},
+            )
+        else:
+            out += self._event(
+                "response.output_text.delta",
+                {"item_id": self._mid, "output_index": index, "content_index": 0, "delta": text, "logprobs": []},
+            )
+
+    def _open_text_item(self, kind: str, out: bytearray) -> None:
+        index = len(self._output)
+        if kind == "reasoning":
+            item: dict[str, Any] = {"type": "reasoning", "id": self._rid, "summary": []}
+            out += self._event("response.output_item.added", {"output_index": index, "item": item})
+            part: dict[str, Any] = {"type": "summary_text", "text": ""}
+            common: dict[str, Any] = {"item_id": self._rid, "output_index": index, "summary_index": 0}
+            out += self._event("response.reasoning_summary_part.added", {**common, "part": part})
+        else:
+            item = message_item(self._mid, "", status="in_progress")
+            out += self._event("response.output_item.added", {"output_index": index, "item": item})
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            common = {"item_id": self._mid, "output_index": index, "content_index": 0}
+            out += self._event("response.content_part.added", {**common, "part": part})
+
+    @property
+    def _rid(self) -> str:
+        return item_id("rs", self._request_id, len(self._output) or None)
+
+    @property
+    def _mid(self) -> str:
+        return item_id("msg", self._request_id, len(self._output) or None)
+
+    def _call_fragment(self, fragment: dict[str, Any], out: bytearray) -> None:
+        position = fragment.get("index")
+        if not isinstance(position, int) or isinstance(position, bool):
+            position = max(self._calls, default=0)
+        call = self._calls.setdefault(position, _Call())
+        if call.call_id is None and isinstance(fragment.get("id"), str) and fragment["id"]:
+            call.call_id = fragment["id"]
+        function: dict[str, Any] = fragment["function"] if isinstance(fragment.get("function"), dict) else {}
+        if call.name is None and isinstance(function.get("name"), str) and function["name"]:
+            call.name = function["name"]
+        arguments = function.get("arguments")
+        if isinstance(arguments, str) and arguments:
+            if not call.pending and self._open_call != position:
+                self._broken = "The upstream interleaved the arguments of parallel tool calls."
+                return
+            call.arguments.append(arguments)
+            if not call.pending:
+                out += self._event(
+                    "response.function_call_arguments.delta",
+                    {"item_id": self._fid(position), "output_index": call.index, "delta": arguments},
+                )
+        if call.pending and call.name is not None:
+            self._open_item_for(position, call, out)
+
+    def _fid(self, position: int) -> str:
+        return item_id("fc", self._request_id, position)
+
+    def _open_item_for(self, position: int, call: _Call, out: bytearray) -> None:
+        self._close(out)
+        self._open, self._open_call = "call", position
+        call.pending, call.index = False, len(self._output)
+        call.call_id = call.call_id or item_id("call", self._request_id, position)
+        item = call_item(self._fid(position), call.call_id, call.name or "", "", self.context, status="in_progress")
+        out += self._event("response.output_item.added", {"output_index": call.index, "item": item})
+        if call.arguments:
+            out += self._event(
+                "response.function_call_arguments.delta",
+                {"item_id": self._fid(position), "output_index": call.index, "delta": "".join(call.arguments)},
+            )
+
+    def _close(self, out: bytearray) -> None:
+        kind, index = self._open, len(self._output)
+        if kind is None:
+            return
+        self._open = None
+        if kind == "call" and self._open_call is not None:
+            position, self._open_call = self._open_call, None
+            call = self._calls[position]
+            arguments = "".join(call.arguments)
+            fid = self._fid(position)
+            item = call_item(fid, call.call_id or "", call.name or "", arguments, self.context)
+            out += self._event(
+                "response.function_call_arguments.done",
+                {"item_id": fid, "output_index": index, "name": item["name"], "arguments": arguments},
+            )
+        else:
+            text, self._text = "".join(self._text), []
+            if kind == "reasoning":
+                rid = self._rid
+                item = reasoning_item(rid, text, self.context, self._sealer)
+                common = {"item_id": rid, "output_index": index, "summary_index": 0}
+                out += self._event("response.reasoning_summary_text.done", {**common, "text": text})
+                part = {"type": "summary_text", "text": text}
+                out += self._event("response.reasoning_summary_part.done", {**common, "part": part})
+            else:
+                mid = self._mid
+                item = message_item(mid, text)
+                common = {"item_id": mid, "output_index": index, "content_index": 0}
+                out += self._event("response.output_text.done", {**common, "text": text, "logprobs": []})
+                out += self._event("response.content_part.done", {**common, "part": item["content"][0]})
+        out += self._event("response.output_item.done", {"output_index": index, "item": item})
+        self._output.append(item)

@@ -1,0 +1,288 @@
+"""Every branch of the request flow (app/pipeline.py) ends with the right answer and the books right.
+
+Each test drives one path -- refused before the money, refused by the upstream, broken answers,
+policy hits, failover -- through the real pipeline in process, and checks what the client saw and
+what was charged (usually: nothing, and the ledger balanced with nothing held).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from app import pipeline
+from app.money.records import Refusal
+from app.money.rules import Quote
+from app.relay import Relay
+from app.upstream import UpstreamReadError, UpstreamResponse
+from tests.support.inprocess import Harness, ScriptedResponse
+
+MODEL = "doubao-seed-2.0-pro"
+
+
+def chat(**fields: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], **fields}
+
+
+async def nothing_charged(harness: Harness, key_id: str) -> None:
+    assert await harness.ledger_balanced()
+    assert await harness.usage(key_id) == []
+    assert (await harness.key(key_id))["balance_usd"] == "10.00"
+
+
+async def policy_events(harness: Harness, key_id: str) -> list[dict[str, Any]]:
+    async with harness.admin() as admin:
+        rows: list[dict[str, Any]] = (await admin.get("/admin/policy-events", params={"key_id": key_id})).json()["data"]
+    return rows
+
+
+def answer_once(harness: Harness, response: ScriptedResponse) -> None:
+    """The next upstream call gets ``response`` (a body the scripts cannot express)."""
+    transport = harness.upstream
+    original = transport.post
+
+    async def post(body: bytes, *, read_timeout: float) -> UpstreamResponse:
+        transport.post = original  # type: ignore[method-assign]
+        return response
+
+    transport.post = post  # type: ignore[method-assign]
+
+
+# -- refused before any money moves -----------------------------------------------------------------
+
+
+async def test_a_draining_gateway_refuses_new_requests_with_503(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    harness.services.lifecycle.draining = True
+    try:
+        async with harness.client(key) as client:
+            response = await client.post("/v1/chat/completions", json=chat())
+    finally:
+        harness.services.lifecycle.draining = False
+    assert response.status_code == 503
+    assert "shutting down" in response.json()["error"]["message"]
+    assert harness.upstream.requests == []
+    await nothing_charged(harness, key_id)
+
+
+async def test_a_body_that_is_not_json_is_a_400_and_costs_nothing(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    async with harness.client(key) as client:
+        response = await client.post(
+            "/v1/chat/completions", content=b"{not json", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["error"]["message"]
+    await nothing_charged(harness, key_id)
+
+
+def test_each_ledger_refusal_becomes_its_own_client_error() -> None:
+    quote = Quote(
+        prompt_tokens=10,
+        max_output_tokens=1000,
+        n=1,
+        prompt_cost=10,
+        output_price=100,
+        hold=100_010,
+    )
+    assert pipeline.refused(Refusal("key", available=0, room=0), quote, 1024).status == 401
+    assert pipeline.refused(Refusal("quota", available=0, room=0), quote, 1024).status == 429
+    balance = pipeline.refused(Refusal("balance", available=5, room=5), quote, 1024)
+    assert balance.status == 402
+    assert "needs at least $" in balance.message
+
+
+# -- what is sent upstream -------------------------------------------------------------------------------
+
+
+async def test_n_choices_are_asked_of_the_upstream_and_held_for(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat(n=2, max_tokens=10))
+    assert response.status_code == 200
+    assert harness.upstream.requests[-1]["n"] == 2
+    assert harness.upstream.requests[-1]["max_completion_tokens"] == 10
+    [row] = await harness.usage(key_id)
+    assert row["status"] == "ok"
+    assert await harness.ledger_balanced()
+
+
+async def test_a_retried_request_says_how_many_attempts_it_took(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    harness.upstream.unreachable = 1
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    assert response.headers["x-seedgate-attempts"] == "2"
+    [row] = await harness.usage(key_id)
+    assert row["status"] == "ok"
+
+
+# -- the upstream refuses or breaks ---------------------------------------------------------------------
+
+
+async def test_an_upstream_policy_refusal_is_free_and_recorded_for_the_operator(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue(
+        {
+            "status": 400,
+            "error_body": {"error": {"message": "risk", "type": "invalid_request_error", "code": "SensitiveContent"}},
+        }
+    )
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 451
+    assert response.json()["error"]["code"] == "content_policy_violation"
+    await nothing_charged(harness, key_id)
+    [event] = await policy_events(harness, key_id)
+    assert event["code"] == "SensitiveContent"
+
+
+async def test_a_content_filtered_answer_is_billed_and_recorded(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"content": "partial", "finish_reason": "content_filter"})
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    assert response.json()["choices"][0]["finish_reason"] == "content_filter"
+    [row] = await harness.usage(key_id)
+    assert row["status"] == "ok"
+    [event] = await policy_events(harness, key_id)
+    assert event["code"] == "content_filter"
+    assert await harness.ledger_balanced()
+
+
+async def test_a_lost_policy_audit_row_does_not_fail_the_answer(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("audit table gone")
+
+    monkeypatch.setattr(pipeline, "record_policy_event", broken)
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"content": "partial", "finish_reason": "content_filter"})
+    with caplog.at_level(logging.ERROR, logger="seedgate.request"):
+        async with harness.client(key) as client:
+            response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    assert "could not record policy event" in caplog.text
+    [row] = await harness.usage(key_id)
+    assert row["status"] == "ok"
+
+
+async def test_an_unreadable_200_is_a_502_and_costs_nothing(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    answer_once(harness, ScriptedResponse(200, {}, [b"<html>proxy error</html>"]))
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 502
+    assert "unreadable" in response.json()["error"]["message"]
+    await nothing_charged(harness, key_id)
+
+
+async def test_an_error_object_sent_with_status_200_is_classified_and_free(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    body = b'{"error": {"message": "internal", "type": "server_error", "code": "InternalServiceError"}}'
+    answer_once(harness, ScriptedResponse(200, {}, [body]))
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code >= 500
+    assert response.json()["error"]["type"]
+    await nothing_charged(harness, key_id)
+
+
+async def test_an_oversized_answer_is_refused_as_broken(harness: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "MAX_ANSWER_BYTES", 1000)
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"body_padding_bytes": 5000})
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 502
+    assert "larger than the gateway accepts" in response.json()["error"]["message"]
+    [row] = await harness.usage(key_id)  # the upstream answered in full: it bills the operator
+    assert (row["status"], row["estimated"]) == ("upstream_error", True)
+    assert await harness.ledger_balanced()
+
+
+async def test_a_connection_broken_while_reading_the_answer_charges_the_prompt_estimate(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+
+    class Broken(ScriptedResponse):
+        async def aiter_bytes(self) -> AsyncIterator[bytes]:
+            yield b'{"id": "x", '
+            raise UpstreamReadError("ConnectionResetError")
+
+    answer_once(harness, Broken(200, {}, []))
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 502
+    assert "broke while reading" in response.json()["error"]["message"]
+    [row] = await harness.usage(key_id)
+    assert (row["status"], row["partial"], row["estimated"]) == ("upstream_error", True, True)
+    assert row["completion_tokens"] == 0
+    assert await harness.ledger_balanced()
+
+
+async def test_a_stream_whose_upstream_fails_before_the_first_event_is_an_http_error_and_free(
+    harness: Harness,
+) -> None:
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"content": "", "reset_after_events": 0})
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat(stream=True))
+    assert response.status_code == 502
+    assert response.json()["error"]["message"]
+    await nothing_charged(harness, key_id)
+
+
+async def test_a_client_that_goes_away_while_the_stream_is_primed_releases_everything(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, key = await harness.create_key()
+    primed = asyncio.Event()
+
+    async def never(self: Any) -> None:
+        primed.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(Relay, "prime", never)
+
+    async def send() -> None:
+        async with harness.client(key) as client:
+            await client.post("/v1/chat/completions", json=chat(stream=True))
+
+    task = asyncio.create_task(send())
+    await asyncio.wait_for(primed.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert harness.upstream.responses[-1].closed
+    assert await harness.ledger_balanced()
+    assert harness.services.lifecycle.inflight == 0
+    [row] = await harness.usage(key_id)  # the upstream had accepted it: the prompt estimate is charged
+    assert (row["status"], row["partial"], row["estimated"]) == ("client_disconnected", True, True)
+    assert row["completion_tokens"] == 0
+
+
+async def test_settling_twice_changes_nothing(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    before = await harness.key(key_id)
+    admission = pipeline.Admission(
+        inbound=None,  # type: ignore[arg-type]  # never read: the admission has ended
+        key=None,  # type: ignore[arg-type]
+        model=None,  # type: ignore[arg-type]
+        endpoint="/v1/chat/completions",
+        stream=False,
+        quote=None,  # type: ignore[arg-type]
+        ended=True,
+    )
+    await pipeline.settle(harness.services, admission)
+    assert await harness.key(key_id) == before
+    assert len(await harness.usage(key_id)) == 1

@@ -1,0 +1,142 @@
+"""chat.completion (whole and streamed) -> Responses objects and events; sealing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from app.dialects.responses.response import Context, chat_to_response, usage_to_responses
+from app.dialects.responses.seal import Sealer
+from app.dialects.responses.stream import ResponseStreamTranslator
+
+SEALER = Sealer("master-key", "test purpose")
+
+
+def context(**fields: Any) -> Context:
+    base: dict[str, Any] = {"echo": {}, "names": {}, "encrypted": False, "store": False, "input_items": []}
+    return Context(**(base | fields))
+
+
+def events(raw: bytes) -> list[dict[str, Any]]:
+    return [
+        orjson.loads(block.split(b"\ndata: ", 1)[1]) for block in raw.split(b"\n\n") if block.startswith(b"event: ")
+    ]
+
+
+def test_usage_maps_cached_and_reasoning_details() -> None:
+    usage = {
+        "prompt_tokens": 10,
+        "completion_tokens": 5,
+        "prompt_tokens_details": {"cached_tokens": 3},
+        "completion_tokens_details": {"reasoning_tokens": 2},
+    }
+    assert usage_to_responses(usage) == {
+        "input_tokens": 10,
+        "input_tokens_details": {"cached_tokens": 3},
+        "output_tokens": 5,
+        "output_tokens_details": {"reasoning_tokens": 2},
+        "total_tokens": 15,
+    }
+    assert usage_to_responses(None)["total_tokens"] == 0
+
+
+def test_a_whole_answer_orders_reasoning_message_then_calls_and_maps_namespaces_back() -> None:
+    answer = {
+        "choices": [
+            {
+                "finish_reason": "length",
+                "message": {
+                    "content": "text",
+                    "reasoning_content": "why",
+                    "tool_calls": [{"id": "c1", "function": {"name": "ns__run", "arguments": "{}"}}],
+                },
+            }
+        ]
+    }
+    ctx = context(names={"ns__run": ("ns", "run")}, encrypted=True, echo={"instructions": "i"})
+    response = chat_to_response(answer, ctx, SEALER, "req_abc", "model-x")
+    assert [item["type"] for item in response["output"]] == ["reasoning", "message", "function_call"]
+    assert SEALER.open(response["output"][0]["encrypted_content"]) == b"why"
+    call = response["output"][2]
+    assert (call["name"], call["namespace"], call["call_id"]) == ("run", "ns", "c1")
+    assert response["status"] == "incomplete"
+    assert response["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert (response["id"], response["model"], response["instructions"]) == ("resp_abc", "model-x", "i")
+    assert response["tool_choice"] == "auto"
+
+
+def test_a_sealed_value_opens_only_under_the_same_key_purpose_and_associated_data() -> None:
+    token = SEALER.seal(b"secret", b"ad")
+    assert SEALER.open(token, b"ad") == b"secret"
+    assert SEALER.open(token, b"other") is None
+    assert Sealer("master-key", "other purpose").open(token, b"ad") is None
+    assert Sealer("other-key", "test purpose").open(token, b"ad") is None
+    assert SEALER.open(token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1], b"ad") is None
+    assert SEALER.open("!!not base64!!") is None
+    assert SEALER.open("") is None
+
+
+def stream_of(*chunks: dict[str, Any], ctx: Context | None = None) -> list[dict[str, Any]]:
+    translator = ResponseStreamTranslator(ctx or context(), SEALER, "req_1", "m")
+    raw = translator.start() + b"".join(translator.feed(chunk) for chunk in chunks) + translator.finish()
+    return events(raw)
+
+
+def delta(**fields: Any) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": fields}]}
+
+
+FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+
+
+def test_tool_arguments_before_the_name_are_held_then_delivered_in_order() -> None:
+    seen = stream_of(
+        delta(tool_calls=[{"index": 0, "id": "c1", "function": {"arguments": '{"a"'}}]),
+        delta(tool_calls=[{"index": 0, "function": {"name": "f", "arguments": ":1}"}}]),
+        delta(tool_calls=[{"index": 1, "id": "c2", "function": {"name": "g", "arguments": "{}"}}]),
+        FINISH,
+    )
+    kinds = [e["type"] for e in seen]
+    assert kinds[2:] == [
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.output_item.added",
+        "response.function_call_arguments.delta",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    final = seen[-1]["response"]["output"]
+    assert [(i["call_id"], i["name"], i["arguments"]) for i in final] == [("c1", "f", '{"a":1}'), ("c2", "g", "{}")]
+    assert [e["output_index"] for e in seen if e["type"] == "response.output_item.done"] == [0, 1]
+
+
+def test_interleaved_parallel_arguments_end_the_stream_failed() -> None:
+    seen = stream_of(
+        delta(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}]),
+        delta(tool_calls=[{"index": 1, "id": "c2", "function": {"name": "g", "arguments": "{"}}]),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": "}"}}]),
+        FINISH,
+    )
+    assert seen[-1]["type"] == "response.failed"
+    assert "interleaved" in seen[-1]["response"]["error"]["message"]
+
+
+def test_a_stream_without_a_finish_reason_fails_instead_of_completing() -> None:
+    seen = stream_of(delta(content="partial"))
+    assert seen[-1]["type"] == "response.failed"
+    assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "partial"
+
+
+def test_a_tool_call_without_a_name_fails() -> None:
+    seen = stream_of(delta(tool_calls=[{"index": 0, "id": "c1", "function": {"arguments": "{}"}}]), FINISH)
+    assert seen[-1]["type"] == "response.failed"
+
+
+def test_a_content_filter_finish_is_an_incomplete_response() -> None:
+    seen = stream_of(delta(content="x"), {"choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]})
+    assert seen[-1]["type"] == "response.incomplete"
+    assert seen[-1]["response"]["incomplete_details"] == {"reason": "content_filter"}
