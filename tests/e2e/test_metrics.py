@@ -3,6 +3,8 @@ requests (answers, a stream, a 401, a limit refusal, an upstream error) every co
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,8 +16,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.dialects.openai_chat import OpenAIChat
 from app.fake_upstream import FakeUpstreamThread
 from tests.e2e.conftest import StartGateway
-from tests.support.backends import redis_url
-from tests.support.gateway import MASTER_KEY, GatewayProcess, api_client, chat_body, wait_until
+from tests.support.backends import backend_overrides, database_url, redis_url
+from tests.support.gateway import (
+    MASTER_KEY,
+    GatewayProcess,
+    api_client,
+    base_config,
+    chat_body,
+    deep_merge,
+    wait_until,
+)
 
 USAGE = {
     "prompt_tokens": 11,
@@ -118,9 +128,7 @@ def test_every_counter_matches_a_known_mix_with_one_worker(
     assert_counters_match(scrape(gateway), gateway, key_id, code)
 
 
-def test_every_counter_matches_a_known_mix_with_two_workers(
-    start_gateway: StartGateway, fake: FakeUpstreamThread, tmp_path: Path
-) -> None:
+def test_every_counter_matches_a_known_mix_with_two_workers(fake: FakeUpstreamThread, tmp_path: Path) -> None:
     shared = tmp_path / "prometheus"
     shared.mkdir()
     (shared / "counter_999999.db").write_bytes(b"left over by an earlier run")  # must be cleaned at start
@@ -131,7 +139,18 @@ def test_every_counter_matches_a_known_mix_with_two_workers(
         "PROMETHEUS_MULTIPROC_DIR": str(shared),
     }
     overrides = {**MIX_CONFIG, "server": {"workers": 2}, "redis": {"prefix": f"sg-metrics-{tmp_path.name}:"}}
-    gateway = start_gateway(overrides, env=env)
+    config = deep_merge(deep_merge(base_config(fake.url, database_url(tmp_path)), backend_overrides()), overrides)
+    gateway = GatewayProcess(tmp_path, config, env=env)
+    try:
+        gateway.start(timeout=60)  # two workers import the app side by side: slow on a busy machine
+        scrape_two_workers(gateway, fake, shared)
+    finally:
+        # SIGTERM: the parent stops its workers (a killed parent would leave them running)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            gateway.terminate(timeout=30)
+
+
+def scrape_two_workers(gateway: GatewayProcess, fake: FakeUpstreamThread, shared: Path) -> None:
 
     # both workers write their values to the shared directory (their live gauges exist from the start)
     def workers() -> set[str]:
