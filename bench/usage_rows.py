@@ -236,6 +236,7 @@ def run_sqlite(args: argparse.Namespace) -> None:
         if not args.keep:
             for suffix in ("", "-wal", "-shm"):
                 Path(path + suffix).unlink(missing_ok=True)
+            Path(path).parent.rmdir()
 
 
 def run_postgres(args: argparse.Namespace) -> None:
