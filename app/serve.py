@@ -103,11 +103,11 @@ def serve(settings: Settings, *, host: str | None, port: int | None, workers: in
         "log_config": None,
         "timeout_graceful_shutdown": server_cfg.shutdown_grace_seconds,  # 0 cuts streams at once
     }
+    prepare_workers(server_cfg.workers)  # metrics: a clean shared directory before any worker starts
     if server_cfg.workers > 1:
         # each worker process rebuilds the same settings from this snapshot
         os.environ[SETTINGS_ENV] = settings.model_dump_json()
         os.environ[DEMO_ENV] = "1" if demo else ""
-        prepare_workers(server_cfg.workers)  # metrics: a clean shared directory before any worker starts
         uvicorn.run("app.serve:worker_app", factory=True, workers=server_cfg.workers, **options)
         return 0
     DrainingServer(uvicorn.Config(create_app(settings, demo=demo), **options), settings).run()

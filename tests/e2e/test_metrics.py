@@ -144,6 +144,10 @@ def test_every_counter_matches_a_known_mix_with_two_workers(fake: FakeUpstreamTh
     try:
         gateway.start(timeout=60)  # two workers import the app side by side: slow on a busy machine
         scrape_two_workers(gateway, fake, shared)
+        assert gateway.terminate(timeout=30) == 0
+        # workers that stopped cleanly took their live gauges with them; their counts stay on disk
+        assert not list(shared.glob("gauge_live*.db"))
+        assert list(shared.glob("counter_*.db"))
     finally:
         # SIGTERM: the parent stops its workers (a killed parent would leave them running)
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from app.errors import AuthenticationFailed
-from app.metrics import Metrics
+from app.metrics import Metrics, prepare_workers
 from app.metrics.exposition import ScrapeAccess, ScrapeForbidden, forget_dead_workers
 from app.money.tokens import TokenUsage
 
@@ -53,3 +54,19 @@ def test_recorded_figures_reach_the_exposition_with_bounded_labels() -> None:
     assert 'seedgate_tokens_total{kind="cached"' not in text  # a zero count adds no series
     assert 'seedgate_spend_usd_total{model="m"} 0.0025' in text
     assert 'seedgate_limit_rejections_total{kind="rpm"} 1.0' in text
+
+
+def test_the_shared_directory_is_made_for_workers_and_emptied_when_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    assert prepare_workers(1) is None
+    made = prepare_workers(2)
+    assert os.environ.pop("PROMETHEUS_MULTIPROC_DIR") == made  # set for the workers to come
+    assert made is not None
+    assert Path(made).is_dir()
+    (tmp_path / "counter_1.db").write_bytes(b"stale")
+    (tmp_path / "notes.txt").write_text("not ours")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    assert prepare_workers(1) == str(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
