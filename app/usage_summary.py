@@ -16,7 +16,7 @@ Yesterday and today are always read from the database.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -133,26 +133,34 @@ async def _from_day_totals(db: Database, spec: SummaryQuery, days: DayTotals, to
         }
         for labels, v in ordered
     ]
-    return _answer(spec, dict(zip(_SUMS, total, strict=True)), data)
+    return _answer(spec, _figures(dict(zip(_SUMS, total, strict=True))), data)
 
 
 async def summarize(
     db: Database, spec: SummaryQuery, *, days: DayTotals | None = None, today: date | None = None
 ) -> dict[str, Any]:
-    if days is not None and today is not None and spec.key_id is None and "key" not in spec.group_by:
-        return await _from_day_totals(db, spec, days, today)
-    sums: list[ColumnElement[Any]] = [func.sum(getattr(usage_daily.c, name)).label(name) for name in _SUMS]
-    groups = [GROUPS[name].label(_LABELS[name]) for name in spec.group_by]
-    totals_query = _filtered(select(*sums), spec)
-    rows_query = None
-    if groups:
-        keys = [GROUPS[name] for name in spec.group_by]
-        rows_query = _filtered(select(*groups, *sums), spec).group_by(*keys).order_by(*keys).limit(spec.limit)
+    if days is not None and today is not None and spec.key_id is None:
+        if "key" not in spec.group_by:
+            return await _from_day_totals(db, spec, days, today)
+        # grouped by key over every key: the totals come from the day totals, not a second scan of the rollups
+        totals = (await _from_day_totals(db, replace(spec, group_by=()), days, today))["totals"]
+        return _answer(spec, totals, await _grouped(db, spec))
+    sums = [func.sum(getattr(usage_daily.c, name)).label(name) for name in _SUMS]
     async with db.read() as conn:
-        totals = (await conn.execute(totals_query)).mappings().one()
-        rows = (await conn.execute(rows_query)).mappings().all() if rows_query is not None else []
-    data = [{**{_LABELS[g]: row[_LABELS[g]] for g in spec.group_by}, **_figures(dict(row))} for row in rows]
-    return _answer(spec, dict(totals), data)
+        totals = _figures(dict((await conn.execute(_filtered(select(*sums), spec))).mappings().one()))
+    return _answer(spec, totals, await _grouped(db, spec))
+
+
+async def _grouped(db: Database, spec: SummaryQuery) -> list[dict[str, Any]]:
+    if not spec.group_by:
+        return []
+    sums: list[ColumnElement[Any]] = [func.sum(getattr(usage_daily.c, name)).label(name) for name in _SUMS]
+    keys = [GROUPS[name] for name in spec.group_by]
+    labelled = [GROUPS[name].label(_LABELS[name]) for name in spec.group_by]
+    query = _filtered(select(*labelled, *sums), spec).group_by(*keys).order_by(*keys).limit(spec.limit)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [{**{_LABELS[g]: row[_LABELS[g]] for g in spec.group_by}, **_figures(dict(row))} for row in rows]
 
 
 def _answer(spec: SummaryQuery, totals: dict[str, Any], data: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,7 +171,7 @@ def _answer(spec: SummaryQuery, totals: dict[str, Any], data: list[dict[str, Any
         "group_by": list(spec.group_by),
         "key_id": spec.key_id,
         "model": spec.model,
-        "totals": _figures(totals),
+        "totals": totals,
         "data": data,
         "truncated": len(data) == spec.limit,
     }
