@@ -1,7 +1,8 @@
 """The ASGI entry: request context, the billed endpoints served straight from ASGI, FastAPI behind.
 
     RequestContext     every HTTP request: an id, the body size cap (413) and read deadline (408),
-                       one access log line when it ends (``app.logs``)
+                       one access log line and its request metrics when it ends (``app.logs``,
+                       ``app.metrics``)
     BilledEndpoints    POST of a path with a ``Dialect`` (``Services.dialects``) -> ``pipeline.handle``;
                        anything else -> FastAPI (admin, models, probes, count_tokens)
 
@@ -80,6 +81,20 @@ class RequestContext:
         finally:
             client = state.get("client_ip") or (scope.get("client") or ("-",))[0]
             log_access(request_id, scope["method"], status, record, client, started)
+            services: Services | None = state.get("services")
+            if services is not None:
+                observe(services, scope, status, record, started)
+
+
+def observe(services: Services, scope: Scope, status: int, record: AccessRecord, started: float) -> None:
+    """The request's share of ``seedgate_requests_total`` and the latency histograms."""
+    endpoint = record.endpoint
+    if endpoint.startswith("/"):  # not a billed endpoint: the route's template, so labels stay bounded
+        route = scope.get("route")
+        endpoint = getattr(route, "path", None) or "unmatched"
+    now = time.perf_counter()
+    ttft = record.first_token_at - started if record.first_token_at is not None else None
+    services.metrics.request(endpoint, record.model, status, record.error_code, now - started, ttft)
 
 
 class BilledEndpoints:

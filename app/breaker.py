@@ -18,9 +18,22 @@ from typing import Any
 RECENT = 100  # outcomes kept per target for the error rate
 
 
+def _ignore(_key: str, _is_open: bool) -> None:
+    return None
+
+
 class Breaker:
-    def __init__(self, key: str, *, failures: int, cooldown: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        key: str,
+        *,
+        failures: int,
+        cooldown: float,
+        clock: Callable[[], float],
+        on_change: Callable[[str, bool], None] = _ignore,
+    ) -> None:
         self.key = key
+        self._on_change = on_change  # (key, open or half-open?) on every state change: the circuit gauge
         self._threshold = failures
         self._cooldown = cooldown
         self._clock = clock
@@ -37,7 +50,7 @@ class Breaker:
         if self.state == "closed":
             return True
         if self.state == "open" and self._clock() - self.opened_at >= self._cooldown:
-            self.state = "half_open"
+            self.state = "half_open"  # still not closed: the gauge stays at 1
             self._probing = False
         if self.state == "half_open" and (not self._probing or self._clock() - self._probe_at >= self._cooldown):
             self._probing = True
@@ -49,6 +62,8 @@ class Breaker:
         return max(0.0, self.opened_at + self._cooldown - self._clock()) if self.state == "open" else 0.0
 
     def success(self, latency_ms: float) -> None:
+        if self.state != "closed":
+            self._on_change(self.key, False)
         self.state = "closed"
         self.consecutive_failures = 0
         self._probing = False
@@ -59,6 +74,8 @@ class Breaker:
         self._recent.append(False)
         self.consecutive_failures += 1
         if self.state == "half_open" or self.consecutive_failures >= self._threshold:
+            if self.state == "closed":
+                self._on_change(self.key, True)
             self.state = "open"
             self.opened_at = self._clock()
             self._probing = False
@@ -77,17 +94,28 @@ class Breaker:
 
 
 class Breakers:
-    def __init__(self, *, failures: int, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        failures: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[str, bool], None] = _ignore,
+    ) -> None:
         self._failures = failures
         self._cooldown = cooldown
         self._clock = clock
+        self._on_change = on_change
         self._health: dict[str, Breaker] = {}
 
     def __getitem__(self, key: str) -> Breaker:
         health = self._health.get(key)
         if health is None:
-            health = Breaker(key, failures=self._failures, cooldown=self._cooldown, clock=self._clock)
+            health = Breaker(
+                key, failures=self._failures, cooldown=self._cooldown, clock=self._clock, on_change=self._on_change
+            )
             self._health[key] = health
+            self._on_change(key, False)  # the target appears in the gauge, closed
         return health
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

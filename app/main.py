@@ -18,7 +18,7 @@ from starlette.types import ASGIApp
 from app.asgi import BilledEndpoints, RequestContext
 from app.errors import BaseUrlDoubledV1, GatewayError, InternalError, InvalidRequest, NotFound, envelope_for, render
 from app.fake_upstream import FakeUpstream
-from app.routes import admin, anthropic, console, health, me, models, responses, selfservice
+from app.routes import admin, anthropic, console, health, me, metrics, models, responses, selfservice
 from app.services import Services, TransportFactory
 from app.settings import Settings
 
@@ -112,10 +112,13 @@ def create_app(settings: Settings, *, demo: bool = False, transport: TransportFa
     if settings.console.enabled:
         app.include_router(console.router)
         app.include_router(me.router)
+    app.include_router(metrics.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
+    # logging.access: false silences the access lines (the metrics still count every request)
+    logging.getLogger("seedgate.access").disabled = not settings.logging.access
     server = settings.server
     return RequestContext(
         BilledEndpoints(app), max_body_bytes=server.max_body_bytes, body_read_timeout=server.body_read_timeout_seconds

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,6 +29,11 @@ log = logging.getLogger("seedgate.stream")
 
 Then = Callable[[], Awaitable[None]]
 TAIL_WRITE_SECONDS = 1.0
+
+
+class Gauge(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+    def dec(self, amount: float = 1) -> None: ...
 
 
 class AnswerResponse(Response):
@@ -47,9 +53,18 @@ class AnswerResponse(Response):
 
 
 class RelayResponse(Response):
-    def __init__(self, relay: Relay, *, headers: dict[str, str], then: Then, write_timeout: float) -> None:
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        headers: dict[str, str],
+        then: Then,
+        write_timeout: float,
+        open_streams: Gauge | None = None,
+    ) -> None:
         # Response.__init__ is skipped on purpose: it would add a content-length
         self.relay = relay
+        self._open_streams = open_streams  # seedgate_open_streams, up while this response runs
         self.status_code = 200
         self.media_type = "text/event-stream"
         self.background = None
@@ -59,6 +74,15 @@ class RelayResponse(Response):
         self.raw_headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in raw.items()]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._open_streams is not None:
+            self._open_streams.inc()
+        try:
+            await self._relay(receive, send)
+        finally:
+            if self._open_streams is not None:
+                self._open_streams.dec()
+
+    async def _relay(self, receive: Receive, send: Send) -> None:
         pump = asyncio.create_task(self._pump(send))
         watch = asyncio.create_task(self._watch(receive))
         ended = None

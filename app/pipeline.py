@@ -77,7 +77,8 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     settings = services.settings
     if services.lifecycle.draining:
         raise ServiceUnavailable("The gateway is shutting down; retry on another instance.")
-    await check_ip(services.limiter, settings.limits, inbound.client_ip)
+    metrics = services.metrics
+    await check_ip(services.limiter, settings.limits, inbound.client_ip, rejected=metrics.limit_rejected)
     key = await authenticate(services.keys, inbound.api_key)
     inbound.record.key_id = key.id
     body = parse_json(await inbound.body())
@@ -97,7 +98,12 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     deadline = asyncio.get_running_loop().time() + total_timeout(services, model)
     slot_ttl = total_timeout(services, model) + settings.server.shutdown_grace_seconds + 60
     headers = await limit_key(
-        services.limiter, key, settings.limits.key_defaults, prompt_tokens=quote.prompt_tokens, slot_ttl=slot_ttl
+        services.limiter,
+        key,
+        settings.limits.key_defaults,
+        prompt_tokens=quote.prompt_tokens,
+        slot_ttl=slot_ttl,
+        rejected=metrics.limit_rejected,
     )
     headers.update(request_id_headers(dialect.envelope, inbound.request_id))
     headers.update(request.response_headers)
@@ -262,6 +268,7 @@ async def relay_stream(
         admission.outcome.status = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
         admission.outcome.consumed = isinstance(error, UpstreamTimeout)  # it had the request, and kept it
         raise error
+    admission.inbound.record.first_token_at = time.perf_counter()  # seedgate_time_to_first_token_seconds
 
     async def then() -> None:
         await settle(services, admission)
@@ -272,6 +279,7 @@ async def relay_stream(
         headers=headers,
         then=then,
         write_timeout=server.client_write_timeout_seconds,
+        open_streams=services.metrics.open_streams,
     )
 
 
@@ -292,6 +300,8 @@ async def settle(services: Services, admission: Admission) -> None:
             record.prompt_tokens, record.completion_tokens = charge.usage.prompt_tokens, charge.usage.completion_tokens
             record.cost = settled.charged if settled is not None else 0
             services.alerts.notice(admission.key.id)  # low-balance check, off the request's path
+            if settled is not None:
+                services.metrics.charged(admission.model.id, charge.usage, settled.charged)
     finally:
         services.leases.remove(admission.inbound.request_id)
         try:

@@ -24,17 +24,35 @@ from typing import Any
 from app.breaker import Breakers
 from app.catalog import CatalogModel, Target
 from app.errors import ServiceUnavailable, UpstreamTimeout
+from app.metrics import Metrics
 from app.settings import RoutingSettings
 from app.upstream import Upstream, UpstreamFailure, UpstreamResponse
 
 
+def attempt_status(failure: UpstreamFailure) -> str:
+    """The ``status`` label of a failed attempt: the upstream's HTTP status, else what went wrong."""
+    if failure.upstream_status is not None:
+        return str(failure.upstream_status)
+    return "timeout" if isinstance(failure.error, UpstreamTimeout) else "unreachable"
+
+
 class Router:
     def __init__(
-        self, settings: RoutingSettings, upstreams: dict[str, Upstream], *, rng: random.Random | None = None
+        self,
+        settings: RoutingSettings,
+        upstreams: dict[str, Upstream],
+        *,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.upstreams = upstreams
-        self.breakers = Breakers(failures=settings.breaker_failures, cooldown=settings.breaker_cooldown_seconds)
+        self.metrics = metrics or Metrics()
+        self.breakers = Breakers(
+            failures=settings.breaker_failures,
+            cooldown=settings.breaker_cooldown_seconds,
+            on_change=self.metrics.circuit,
+        )
         self._rng = rng or random.Random()  # noqa: S311 -- load spreading, not security
 
     def order(self, model: CatalogModel) -> list[Target]:
@@ -79,6 +97,7 @@ class Router:
             try:
                 response = await self._attempt(target, body, deadline)
             except UpstreamFailure as failure:
+                self.metrics.upstream_attempt(target.upstream, attempt_status(failure))
                 failure.attempts = attempts
                 if failure.retryable or failure.error.status >= 500:
                     breaker.failure()
@@ -87,6 +106,7 @@ class Router:
                 sending(False)  # retryable: it never reached the upstream, or was refused before any work
                 last = failure
                 continue
+            self.metrics.upstream_attempt(target.upstream, str(response.status))
             breaker.success((time.perf_counter() - started) * 1000)
             return target, response, attempts
         if last is not None:

@@ -21,6 +21,7 @@ from app.accounts import KeyCreate
 from app.catalog import Catalog
 from app.db import Database
 from app.main import create_app
+from app.metrics import prepare_workers
 from app.migrate import upgrade
 from app.server import DrainingServer, configure_process_logging, uvicorn_options, with_server
 from app.settings import Settings
@@ -70,6 +71,7 @@ def serve(
     if demo:
         demo_key = asyncio.run(_create_demo_key(settings))
         _banner(settings, demo_key)
+    prepare_workers(settings.server.workers)  # metrics: a clean shared directory before any worker starts
     if settings.server.workers > 1:
         from app.supervisor import Supervisor  # the single-process path never loads multiprocessing
 

@@ -4,7 +4,9 @@ Nothing here is created at import time; ``Services.start`` builds everything fro
 ``aclose`` tears it down. The pipeline receives this object and hands each step only the services it
 uses. Background duties run in one task: every ``billing.checkpoint_interval_seconds`` the live holds'
 progress is saved and their leases renewed; every ``billing.recovery_interval_seconds`` holds whose
-lease lapsed are recovered and stored Responses answers past their retention deleted.
+lease lapsed are recovered and stored Responses answers past their retention deleted; raw usage rows
+past ``billing.usage_retention_days`` are pruned in their own task (``app.retention``), so a long pass
+never delays a lease renewal.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from app.dialects.responses.dialect import OpenAIResponses
 from app.dialects.responses.seal import Sealer
 from app.keys import KeyStore
 from app.limits import FallbackLimiter, Limiter, MemoryLimiter, RedisLimiter, connect
+from app.metrics import Metrics
 from app.money.leases import Leases
 from app.money.ledger import Ledger, utcnow
+from app.retention import UsageRetention
 from app.routing import Router
 from app.settings import Settings, UpstreamSettings
 from app.stored_responses import ResponseStore
 from app.upstream import Transport, Upstream
+from app.usage_summary import DayTotals
 
 log = logging.getLogger("seedgate")
 
@@ -107,14 +112,18 @@ class Services:
     instance_id: str
     stored_responses: ResponseStore
     alerts: Alerts  # low-balance webhooks (issue 13)
+    metrics: Metrics
     redis: Redis | None = None
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     _background: asyncio.Task[None] | None = None
+    _retention: UsageRetention | None = None
+    usage_days: DayTotals = field(default_factory=DayTotals)  # final days' totals for usage summaries
 
     @classmethod
     async def start(cls, settings: Settings, *, transport: TransportFactory | None = None) -> Services:
         instance_id = settings.server.instance_id or f"inst_{secrets.token_hex(8)}"
         db = Database(settings.database.url, echo=settings.database.echo)
+        metrics = Metrics()
         upstreams = {u.name: Upstream(u, transport(u) if transport else None) for u in settings.upstreams}
         limiter, redis = build_limiter(settings)
         stored_responses = build_response_store(settings, db)
@@ -130,21 +139,23 @@ class Services:
             catalog=Catalog.from_settings(settings),
             keys=KeyStore(db, cache_ttl=settings.auth.cache_ttl_seconds),
             ledger=ledger,
-            leases=Leases(ledger),
+            leases=Leases(ledger, outstanding=metrics.holds_outstanding),
             limiter=limiter,
             redis=redis,
             upstreams=upstreams,
-            router=Router(settings.routing, upstreams),
+            router=Router(settings.routing, upstreams, metrics=metrics),
             trusted=TrustedProxies.parse(settings.server.trusted_proxies),
             dialects=build_dialects(settings, stored_responses),
             instance_id=instance_id,
             stored_responses=stored_responses,
             alerts=Alerts(db, settings.alerts),
+            metrics=metrics,
         )
         services.lifecycle.idle.set()
         recovered = await ledger.recover()
         if recovered:
             log.warning("recovered %d holds whose lease had lapsed", recovered)
+        services._retention = UsageRetention(db, days=settings.billing.usage_retention_days)
         services._background = asyncio.create_task(services._maintain())
         services.alerts.start()
         return services
@@ -160,6 +171,8 @@ class Services:
                     next_recovery = time.monotonic() + billing.recovery_interval_seconds
                     await self.ledger.recover()
                     await self.stored_responses.purge()  # retention of stored Responses answers
+                if self._retention is not None:
+                    self._retention.tick(utcnow())
             except Exception:
                 log.exception("checkpoint or recovery failed; will retry")
 
@@ -177,7 +190,10 @@ class Services:
             self._background.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._background
+        if self._retention is not None:
+            await self._retention.aclose()
         for upstream in self.upstreams.values():
             await upstream.aclose()
         await self.alerts.aclose()
         await self.db.dispose()
+        self.metrics.close()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from decimal import Decimal
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,6 +164,8 @@ class BillingSettings(_Section):
     checkpoint_interval_seconds: float = Field(default=1.0, gt=0)  # how often live holds' progress is saved
     # a balance short of the worst case still admits a request whose output cap it can lower to this or more
     min_affordable_output_tokens: int = Field(default=1024, ge=1)
+    # raw usage rows older than this are deleted in small batches (0: kept forever); daily rollups stay
+    usage_retention_days: int = Field(default=90, ge=0)
 
 
 class ResponsesSettings(_Section):
@@ -208,6 +211,24 @@ class AlertsSettings(_Section):
 # ---------------------------------------------------------------------------------------------------
 
 
+class MetricsSettings(_Section):
+    """``GET /metrics``: with a token every scrape must bear it; without, only ``allow`` may scrape."""
+
+    enabled: bool = True
+    token: SecretStr | None = None
+    allow: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])  # addresses or networks
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ip_network(entry.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"not an address or network: {entry!r}") from None
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEEDGATE_", env_nested_delimiter="__", extra="forbid")
 
@@ -225,6 +246,7 @@ class Settings(BaseSettings):
     responses: ResponsesSettings = Field(default_factory=ResponsesSettings)
     console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     demo: bool | None = None  # None: demo mode exactly when no upstream has an API key
 
     @classmethod

@@ -176,6 +176,8 @@ usage_daily = Table(
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
+    Index("ix_usage_daily_key_id_day", "key_id", "day"),  # summaries by key (migration 0006)
+    Index("ix_usage_daily_model_day", "model", "day"),  # summaries by model (migration 0006)
 )
 
 # Responses API answers kept for ``previous_response_id`` and GET (``store: true``), per key, sealed:

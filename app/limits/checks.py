@@ -8,18 +8,28 @@ requests (a slot held until the request ends).
 An IPv4 client is limited per address; an IPv6 client per network of ``ipv6_prefix_length`` bits
 (default /64, what one subscriber is usually given: limiting per address would let one host rotate
 through 2^64 of them). Anything that is not an IP address (a test client's name) is its own bucket.
+Every refusal is reported to ``rejected(kind)`` first (``seedgate_limit_rejections_total``), kind
+being ``ip``, ``tpm_request`` (a request larger than the key's tokens/min), ``rpm``, ``tpm`` or
+``concurrency``.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
+from collections.abc import Callable
 
 from app.errors import RateLimited
 from app.keys import KeyRecord
 from app.limits.limiter import Limiter, ratelimit_headers
 from app.limits.memory import IP_PREFIX
 from app.settings import KeyDefaults, LimitsSettings
+
+Rejected = Callable[[str], None]
+
+
+def _uncounted(_kind: str) -> None:
+    return None
 
 
 def concurrency_bucket(key_id: str) -> str:
@@ -46,11 +56,14 @@ def ip_bucket(client_ip: str, ipv6_prefix_length: int = 64) -> str:
     return IP_PREFIX + address.compressed
 
 
-async def check_ip(limiter: Limiter, limits: LimitsSettings, client_ip: str) -> None:
+async def check_ip(
+    limiter: Limiter, limits: LimitsSettings, client_ip: str, *, rejected: Rejected = _uncounted
+) -> None:
     window = limits.per_ip
     bucket = ip_bucket(client_ip, limits.ipv6_prefix_length)
     decision = await limiter.hit(bucket, limit=window.requests, window_seconds=window.window_seconds)
     if not decision.allowed:
+        rejected("ip")
         raise RateLimited(
             "Too many requests from this address; slow down.",
             headers=ratelimit_headers(decision),
@@ -59,7 +72,13 @@ async def check_ip(limiter: Limiter, limits: LimitsSettings, client_ip: str) -> 
 
 
 async def limit_key(
-    limiter: Limiter, key: KeyRecord, defaults: KeyDefaults, *, prompt_tokens: int, slot_ttl: float
+    limiter: Limiter,
+    key: KeyRecord,
+    defaults: KeyDefaults,
+    *,
+    prompt_tokens: int,
+    slot_ttl: float,
+    rejected: Rejected = _uncounted,
 ) -> dict[str, str]:
     """Requests/min, tokens/min and a concurrency slot for ``key``; the ``x-ratelimit-*`` headers.
 
@@ -68,6 +87,7 @@ async def limit_key(
     tpm_limit = key.tpm or defaults.tpm
     if prompt_tokens > tpm_limit:
         # it can never fit: tell the SDKs not to retry, and spend none of the key's request budget
+        rejected("tpm_request")
         raise RateLimited(
             f"This request (~{prompt_tokens} prompt tokens) exceeds the key's limit of {tpm_limit} tokens per minute.",
             code="request_exceeds_tpm",
@@ -75,12 +95,15 @@ async def limit_key(
         )
     rpm = await limiter.hit(f"rpm:{key.id}", limit=key.rpm or defaults.rpm, window_seconds=60)
     if not rpm.allowed:
+        rejected("rpm")
         raise RateLimited("This key's requests-per-minute limit is reached.", headers=ratelimit_headers(rpm))
     tpm = await limiter.hit(tpm_bucket(key.id), limit=tpm_limit, window_seconds=60, cost=prompt_tokens)
     if not tpm.allowed:
+        rejected("tpm")
         raise RateLimited("This key's tokens-per-minute limit is reached.", headers=ratelimit_headers(tpm))
     limit = key.max_concurrent or defaults.max_concurrent
     if not await limiter.acquire(concurrency_bucket(key.id), limit=limit, ttl_seconds=slot_ttl):
+        rejected("concurrency")
         raise RateLimited(f"This key already has {limit} requests running.", headers={"retry-after": "1"})
     return {
         "x-ratelimit-limit-requests": str(rpm.limit),

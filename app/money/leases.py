@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from app.money.ledger import Ledger
 from app.money.records import Checkpoint
@@ -30,19 +31,28 @@ class _Live:
     renew_at: datetime
 
 
+class Gauge(Protocol):
+    def set(self, value: float) -> None: ...
+
+
 class Leases:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, outstanding: Gauge | None = None) -> None:
         self._ledger = ledger
         self._live: dict[str, _Live] = {}
+        self._outstanding = outstanding  # seedgate_holds_outstanding: this process's live holds
 
     def __len__(self) -> int:
         return len(self._live)
 
     def add(self, request_id: str, outcome: Outcome, reserved_at: datetime) -> None:
         self._live[request_id] = _Live(outcome, (False, 0), reserved_at + self._ledger.lease / 3)
+        if self._outstanding is not None:
+            self._outstanding.set(len(self._live))
 
     def remove(self, request_id: str) -> None:
         self._live.pop(request_id, None)
+        if self._outstanding is not None:
+            self._outstanding.set(len(self._live))
 
     async def tick(self, now: datetime) -> int:
         """Checkpoint what changed and renew what is due; returns how many holds were written."""

@@ -13,9 +13,11 @@ from app.accounts import AccountError, KeyCreate, KeyUpdate, TopUp
 from app.alerts import list_deliveries
 from app.errors import InvalidRequest, NotFound
 from app.json import json_response, parse_request_json
+from app.money.ledger import utcnow
 from app.routes.deps import AdminDep, ServicesDep
 from app.upstream_errors import list_upstream_errors
 from app.usage import UsageFilter, list_policy_events, list_usage, usage_csv
+from app.usage_summary import parse_query, summarize
 
 
 async def _acknowledged_writes_visible(services: ServicesDep) -> None:
@@ -130,6 +132,27 @@ async def usage_export(
 async def alert_deliveries(services: ServicesDep, key_id: str | None = None) -> Response:
     """Low-balance webhook deliveries, newest first, with their state."""
     return json_response({"object": "list", "data": await list_deliveries(services.db, key_id=key_id)})
+
+
+@router.get("/usage/summary")
+async def usage_summary(
+    services: ServicesDep,
+    since: str | None = Query(None, alias="from"),
+    until: str | None = Query(None, alias="to"),
+    group_by: str = "day",
+    key_id: str | None = None,
+    model: str | None = None,
+    limit: int = 1000,
+) -> Response:
+    """Totals by day, key and/or model over ``from``..``to`` (UTC days, default the last 30), from the rollups."""
+    today = utcnow().date()
+    try:
+        spec = parse_query(
+            since=since, until=until, group_by=group_by, key_id=key_id, model=model, limit=limit, today=today
+        )
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return json_response(await summarize(services.db, spec, days=services.usage_days, today=today))
 
 
 @router.get("/policy-events")

@@ -5,6 +5,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.logs import REDACTED, RedactingFilter, configure_logging
+from app.main import create_app
+from app.settings import Settings
 
 USER_KEY = "sk-AbCdEf0123456789GhIjKl0123456789MnOpQr0123456789xyz"
 MASTER_KEY = "master-Zq8vN3xK7pL2mR9tW4yB"
@@ -119,3 +121,15 @@ def test_database_drivers_never_log_statements_even_at_debug():
             assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
     finally:
         configure_logging("WARNING", [])
+
+
+def test_logging_access_false_silences_the_access_lines_only() -> None:
+    access = logging.getLogger("seedgate.access")
+    try:
+        create_app(Settings(logging={"access": False}))
+        assert access.disabled
+        assert not logging.getLogger("seedgate.request").disabled
+        create_app(Settings())
+        assert not access.disabled
+    finally:
+        access.disabled = False
