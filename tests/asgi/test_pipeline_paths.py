@@ -18,7 +18,7 @@ from app import pipeline
 from app.money.records import Refusal
 from app.money.rules import Quote
 from app.relay import Relay
-from app.upstream import UpstreamReadError, UpstreamResponse
+from app.upstream import UpstreamReadError, UpstreamReadTimeout, UpstreamResponse
 from tests.support.inprocess import Harness, ScriptedResponse
 
 MODEL = "doubao-seed-2.0-pro"
@@ -286,3 +286,59 @@ async def test_settling_twice_changes_nothing(harness: Harness) -> None:
     await pipeline.settle(harness.services, admission)
     assert await harness.key(key_id) == before
     assert len(await harness.usage(key_id)) == 1
+
+
+async def test_a_non_stream_body_that_stops_arriving_is_a_504_charging_the_prompt_estimate(harness: Harness) -> None:
+    key_id, key = await harness.create_key()
+
+    class Stalled(ScriptedResponse):
+        async def aiter_bytes(self) -> AsyncIterator[bytes]:
+            yield b'{"id": "x", '
+            raise UpstreamReadTimeout
+
+    answer_once(harness, Stalled(200, {}, []))
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 504
+    [row] = await harness.usage(key_id)
+    assert (row["status"], row["partial"], row["estimated"]) == ("upstream_timeout", True, True)
+    assert row["prompt_tokens"] > 0
+    assert await harness.ledger_balanced()
+
+
+async def test_a_lost_upstream_error_row_does_not_change_the_clients_error(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("table gone")
+
+    monkeypatch.setattr(pipeline, "record_upstream_error", broken)
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"status": 400})
+    with caplog.at_level(logging.ERROR, logger="seedgate.request"):
+        async with harness.client(key) as client:
+            response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 400
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert "could not record upstream error" in caplog.text
+    await nothing_charged(harness, key_id)
+
+
+async def test_a_hold_released_behind_the_requests_back_is_not_charged_again(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reserve = pipeline.reserve
+    released: list[bool] = []
+
+    async def reserve_then_lose_the_hold(services: Any, admission: pipeline.Admission) -> None:
+        await reserve(services, admission)
+        assert admission.hold is not None
+        released.append(await services.ledger.release(admission.hold))  # e.g. an operator's repair
+
+    monkeypatch.setattr(pipeline, "reserve", reserve_then_lose_the_hold)
+    key_id, key = await harness.create_key()
+    async with harness.client(key) as client:
+        response = await client.post("/v1/chat/completions", json=chat())
+    assert response.status_code == 200
+    assert released == [True]
+    await nothing_charged(harness, key_id)
