@@ -100,9 +100,13 @@ class SqliteWriter:
             await self.run(_nothing)
 
     def _ensure_started(self) -> None:
-        with self._lock:  # uncontended after the first call: tens of nanoseconds
+        if not self._threads:  # the hot path: no lock once the threads run
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
             if self._threads:
-                return
+                return  # another thread started them first
             self._threads = [
                 threading.Thread(target=self._write_loop, name="seedgate-sqlite-writer", daemon=True),
                 threading.Thread(target=self._sync_loop, name="seedgate-sqlite-sync", daemon=True),

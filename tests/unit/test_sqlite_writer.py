@@ -151,3 +151,10 @@ async def test_a_long_queue_is_committed_in_bounded_batches(writer: SqliteWriter
     await blocker
     assert results == [1] * 1200
     assert rows(writer) == list(range(1201))
+
+
+async def test_starting_twice_starts_one_pair_of_threads(writer: SqliteWriter) -> None:
+    await writer.run(insert(1))
+    threads = list(writer._threads)
+    writer._start()  # what a second thread racing the first start does
+    assert writer._threads == threads
