@@ -12,12 +12,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert
 
 from app.db import Database
 from app.tables import upstream_errors
-
-MAX_PAGE = 1000
+from app.usage import newest_rows
 
 
 async def record_upstream_error(
@@ -55,22 +54,5 @@ async def record_upstream_error(
 async def list_upstream_errors(
     db: Database, *, request_id: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    query = select(upstream_errors).order_by(upstream_errors.c.id.desc()).limit(min(limit, MAX_PAGE))
-    if request_id is not None:
-        query = query.where(upstream_errors.c.request_id == request_id)
-    async with db.read() as conn:
-        rows = (await conn.execute(query)).all()
-    return [
-        {
-            "id": row.id,
-            "request_id": row.request_id,
-            "key_id": row.key_id,
-            "model": row.model,
-            "upstream": row.upstream,
-            "status": row.status,
-            "code": row.code,
-            "message": row.message,
-            "created_at": row.created_at.isoformat(),
-        }
-        for row in rows
-    ]
+    where = None if request_id is None else upstream_errors.c.request_id == request_id
+    return await newest_rows(db, upstream_errors, where=where, limit=limit)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import ColumnElement, Select, Table, insert, select
 
 from app.db import Database
 from app.money.units import units_to_usd
@@ -189,20 +189,19 @@ async def record_policy_event(
 
 
 async def list_policy_events(db: Database, *, key_id: str | None, limit: int) -> list[dict[str, Any]]:
-    query = select(policy_events).order_by(policy_events.c.id.desc()).limit(min(limit, MAX_PAGE))
-    if key_id is not None:
-        query = query.where(policy_events.c.key_id == key_id)
+    return await newest_rows(
+        db, policy_events, where=None if key_id is None else policy_events.c.key_id == key_id, limit=limit
+    )
+
+
+async def newest_rows(
+    db: Database, table: Table, *, where: ColumnElement[bool] | None, limit: int
+) -> list[dict[str, Any]]:
+    """An audit table's newest rows (by ``id``), at most ``MAX_PAGE``, every column, times in ISO 8601."""
+    query = select(table).order_by(table.c.id.desc()).limit(min(limit, MAX_PAGE))
+    if where is not None:
+        query = query.where(where)
     async with db.read() as conn:
         rows = (await conn.execute(query)).all()
-    return [
-        {
-            "id": row.id,
-            "request_id": row.request_id,
-            "key_id": row.key_id,
-            "model": row.model,
-            "code": row.code,
-            "message": row.message,
-            "created_at": row.created_at.isoformat(),
-        }
-        for row in rows
-    ]
+    names = [str(name) for name in table.c.keys()]  # plain str: the JSON encoder refuses SQL name types
+    return [{**dict(zip(names, row, strict=True)), "created_at": row.created_at.isoformat()} for row in rows]
