@@ -138,19 +138,6 @@ async def test_release_keeps_the_slot_with_the_latest_expiry(limiter: RedisLimit
     assert expiry / 1_000_000 - await redis_now(redis_client) > 500
 
 
-async def test_rate_and_slot_buckets_cannot_share_a_name(limiter: RedisLimiter) -> None:
-    await limiter.hit("k", limit=1, window_seconds=HOUR)
-    await limiter.acquire("s", limit=1, ttl_seconds=60)
-    with pytest.raises(ValueError, match="rate window"):
-        await limiter.acquire("k", limit=1, ttl_seconds=60)
-    with pytest.raises(ValueError, match="rate window"):
-        await limiter.release("k")
-    with pytest.raises(ValueError, match="concurrency bucket"):
-        await limiter.hit("s", limit=1, window_seconds=HOUR)
-    with pytest.raises(ValueError, match="concurrency bucket"):
-        await limiter.add("s", window_seconds=HOUR, cost=1)
-
-
 async def test_invalid_arguments_are_refused_without_asking_redis(dead_client: Redis) -> None:
     limiter = RedisLimiter(dead_client)
     with pytest.raises(ValueError, match="negative"):

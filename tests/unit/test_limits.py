@@ -250,24 +250,6 @@ async def test_eviction_stays_cheap_with_many_buckets() -> None:
     assert len(big) == 10_000
 
 
-async def test_concurrency_slots_are_limited_and_released(limiter: MemoryLimiter) -> None:
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert not await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    await limiter.release("streams")
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert not await limiter.acquire("streams", limit=2, ttl_seconds=600)
-
-
-async def test_release_never_goes_below_zero(limiter: MemoryLimiter) -> None:
-    await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    for _ in range(5):
-        await limiter.release("streams")
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert await limiter.acquire("streams", limit=2, ttl_seconds=600)
-    assert not await limiter.acquire("streams", limit=2, ttl_seconds=600)
-
-
 async def test_released_bucket_frees_its_memory(limiter: MemoryLimiter) -> None:
     await limiter.acquire("streams", limit=2, ttl_seconds=600)
     await limiter.release("streams")
@@ -295,17 +277,6 @@ async def test_release_keeps_the_live_slot_with_the_latest_expiry(limiter: Memor
     clock.advance(7)  # +12: the +15 slot must still be held
     assert await limiter.acquire("streams", limit=2, ttl_seconds=10)
     assert not await limiter.acquire("streams", limit=2, ttl_seconds=10)
-
-
-async def test_rate_and_slot_buckets_cannot_share_a_name(limiter: MemoryLimiter) -> None:
-    await limiter.hit("k", limit=1, window_seconds=WINDOW)
-    await limiter.acquire("s", limit=1, ttl_seconds=60)
-    with pytest.raises(ValueError, match="rate window"):
-        await limiter.acquire("k", limit=1, ttl_seconds=60)
-    with pytest.raises(ValueError, match="rate window"):
-        await limiter.release("k")
-    with pytest.raises(ValueError, match="concurrency bucket"):
-        await limiter.hit("s", limit=1, window_seconds=WINDOW)
 
 
 def test_headers_of_an_allowed_decision_have_no_retry_after() -> None:
