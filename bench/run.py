@@ -8,13 +8,15 @@ Rules this module owns:
 - Everything listens on 127.0.0.1 and lives in a fresh work directory (SQLite file, configs, logs),
   removed at the end unless `--keep`. Every process this run started is stopped, even on error.
 - `--soak MINUTES` replaces the matrix by a mixed-load soak of Seedgate; `--profile DIR` adds a py-spy
-  recording of Seedgate under non-stream load (see bench/profile.py for its summary).
+  recording of Seedgate under one case's load (`--profile-case`, default non-stream; bench/profile.py
+  summarises it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import shlex
@@ -61,6 +63,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sample-interval", type=float, default=30.0, help="soak sampling period in seconds")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="also record Seedgate with py-spy into DIR")
     parser.add_argument("--profile-concurrency", type=int, default=16, help="concurrency of the profiled run")
+    parser.add_argument(
+        "--profile-case", default="non-stream", help="case of the profiled run (a name of the matrix, e.g. stream-20)"
+    )
     parser.add_argument("--profile-native", action="store_true", help="py-spy --native (slower, shows C frames)")
     parser.add_argument("--source", type=Path, default=REPO, help="Seedgate source tree to run (default: this repo)")
     parser.add_argument("--gateway-core", type=int, default=0)
@@ -124,12 +129,16 @@ async def _cases(system: System, cases: list[Case], args: argparse.Namespace, up
 
 
 async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) -> str:
-    """py-spy recording of Seedgate during a non-stream run (concurrency 16 unless told otherwise)."""
+    """py-spy recording of Seedgate during one case (non-stream at concurrency 16 unless told otherwise)."""
     args.profile.mkdir(parents=True, exist_ok=True)
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     seconds = max(5, int(args.duration) * 2)
     concurrency = args.profile_concurrency
-    out = args.profile / f"seedgate-non-stream-c{concurrency}.txt"
+    named = [c for c in matrix(args.open_streams) if c.name == args.profile_case]
+    if not named:
+        raise SystemExit(f"bench: --profile-case {args.profile_case!r} is not a case of the matrix")
+    case = dataclasses.replace(named[0], concurrency=concurrency)
+    out = args.profile / f"seedgate-{case.name}-c{concurrency}.txt"
     argv = [py_spy, "record", "--pid", str(system.pid), "--rate", "250", "--duration", str(seconds)]
     # --native: C frames too (uvloop, httptools, sqlite3), which needs the process paused per sample
     argv += ["--native"] if args.profile_native else ["--nonblocking", "--gil"]
@@ -137,9 +146,7 @@ async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) 
     spy = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     threads_before = thread_cpu(system.pid)
     try:
-        row = await measure(
-            system, Case("non-stream", concurrency), duration=seconds, warmup=0, upstream_pid=upstream_pid
-        )
+        row = await measure(system, case, duration=seconds, warmup=0, upstream_pid=upstream_pid)
     finally:
         async with asyncio.timeout(30):
             await spy.wait()

@@ -76,7 +76,7 @@ def test_a_base_url_ending_in_v1_is_explained_to_anthropic_clients(
 def test_a_doubled_v1_is_explained_to_openai_clients(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
     _, key = gateway.create_key()
     client = openai.OpenAI(base_url=gateway.base_url + "/v1/v1", api_key=key, max_retries=0, timeout=20)
-    with pytest.raises(openai.NotFoundError) as caught:
+    with client, pytest.raises(openai.NotFoundError) as caught:
         client.chat.completions.create(model=MODEL, messages=HELLO)
     assert caught.value.code == "base_url_doubled_v1"
     assert "http://HOST:PORT/v1 (with /v1 once)" in caught.value.message
