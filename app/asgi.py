@@ -30,6 +30,17 @@ log = logging.getLogger("seedgate")
 _ids = random.Random()  # noqa: S311 -- request ids need uniqueness, not secrecy
 
 
+def new_request_id() -> str:
+    """``req_`` + 48 bits of milliseconds since the epoch + 48 random bits, in hex (like a UUIDv7).
+
+    Unique, not secret: the PRNG spares a getrandom() syscall per request. Time first, so the unique
+    ``request_id`` indexes of holds and usage grow at their right edge: a batch of settlements dirties
+    one leaf page of each instead of one random page per request (bench/settle_cost.py: ~15 us less
+    writer CPU per request once the tables are large).
+    """
+    return f"req_{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(48):012x}"
+
+
 class RequestContext:
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_read_timeout: float) -> None:
         self.app = app
@@ -40,8 +51,7 @@ class RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # unique, not secret: the PRNG spares a getrandom() syscall per request
-        request_id = f"req_{_ids.getrandbits(96):024x}"
+        request_id = new_request_id()
         record = AccessRecord(endpoint=scope["path"])
         state = scope.setdefault("state", {})
         state["request_id"] = request_id

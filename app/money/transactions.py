@@ -170,7 +170,7 @@ def settle(hold: Hold, draft: UsageRow) -> Tx[Settlement | None]:
         charged, shortfall = clamp_charge(draft.cost, available + hold.amount)
         yield _charge(hold.amount, hold.key_id, charged, now)
         yield _post(hold.key_id, hold.request_id, "charge", charged, None, now)
-        yield from _record(replace(draft, cost=charged, shortfall=shortfall))
+        yield from _record(draft, cost=charged, shortfall=shortfall)
         return Settlement(charged, shortfall)
     if (yield _flip(hold.request_id, "recovered", "settled")) != 1:
         return None
@@ -194,7 +194,7 @@ def _settle_late(hold: Hold, draft: UsageRow) -> Tx[Settlement]:
         return Settlement(extra, shortfall, late=True)
     yield Query(_REWRITE_USAGE, _row_params(row))
     old_cost, old_partial, *old_tokens, created_at = before[0]
-    delta = _rollup_values(row)
+    delta = _rollup_values(_row_params(row))
     for name, old in zip(_ROLLUP_FIELDS[2:-1], old_tokens, strict=True):
         delta[name] -= old
     delta.update(requests=0, partial=int(row.partial) - int(bool(old_partial)), cost=row.cost - old_cost)
@@ -256,16 +256,18 @@ def recover(hold: Hold, *, sent: bool, output_tokens: int, now: datetime) -> Tx[
     return charged
 
 
-def _rollup_values(row: UsageRow) -> dict[str, int]:
-    values = {name: getattr(row, name) for name in _ROLLUP_FIELDS[2:]}
-    return {"requests": 1, "partial": int(row.partial), **values}
+def _rollup_values(row: dict[str, Any]) -> dict[str, int]:
+    values = {name: row[name] for name in _ROLLUP_FIELDS[2:]}
+    return {"requests": 1, "partial": int(row["partial"]), **values}
 
 
-def _record(row: UsageRow) -> Tx[None]:
-    """The usage row, and its share of the day's rollup."""
-    yield Query(_INSERT_USAGE, _row_params(row))
+def _record(row: UsageRow, **changed: Any) -> Tx[None]:
+    """The usage row (``row`` with the ``changed`` fields), and its share of the day's rollup."""
+    params = _row_params(row)
+    params.update(changed)
+    yield Query(_INSERT_USAGE, params)
     day = row.created_at.astimezone(UTC).date().isoformat()
-    yield Query(_ROLLUP, {**_rollup_values(row), "day": day, "key_id": row.key_id, "model": row.model})
+    yield Query(_ROLLUP, {**_rollup_values(params), "day": day, "key_id": row.key_id, "model": row.model})
 
 
 def _row_params(row: UsageRow) -> dict[str, Any]:
