@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from app.alerts import Alerts
 from app.catalog import Catalog
 from app.clientip import TrustedProxies
+from app.console.queries import FinalHours
 from app.db import Database
 from app.dialects import Dialect
 from app.dialects.anthropic.dialect import AnthropicMessages, Signer
@@ -118,6 +119,7 @@ class Services:
     _background: asyncio.Task[None] | None = None
     _retention: UsageRetention | None = None
     usage_days: DayTotals = field(default_factory=DayTotals)  # final days' totals for usage summaries
+    usage_hours: FinalHours = field(default_factory=FinalHours)  # final hours of the console's 24-hour chart
 
     @classmethod
     async def start(cls, settings: Settings, *, transport: TransportFactory | None = None) -> Services:

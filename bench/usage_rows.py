@@ -12,7 +12,8 @@ does (with the final days' totals kept in memory, filled by the first query that
 query's first call is printed, then the median and worst of ``--repeat`` more.
 
 Shape: ``--keys`` keys over ``--days`` days ending today, each key using two of ``--models`` models,
-so nearly every (day, key, model) has a rollup row -- the worst case for the summaries.
+so nearly every (day, key, model) has a rollup row -- the worst case for the summaries; one row in 64
+did not end ok (the console's error series). The console's reads run with "now" at the newest row.
 Postgres: a fresh database on ``SEEDGATE_TEST_POSTGRES_URL``'s server, dropped at the end.
 """
 
@@ -28,7 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from app.console.queries import FinalHours, last_24_hours, last_30_days
 from app.db import Database
 from app.migrate import upgrade
 from app.usage_summary import DayTotals, SummaryQuery, summarize
@@ -85,7 +87,8 @@ def rows(total: int, keys: list[str], models: list[str], days: int, *, text_time
         prompt, completion = 200 + (i % 900), 50 + (i % 400)
         yield (
             f"req_{i:024x}", keys[k], model, "ark", model, "chat.completions", bool(i & 2), prompt, completion,
-            i % 7, i % 11, prompt * 470_000 + completion * 2_370_000, 0, "ok", False, False, "request",
+            i % 7, i % 11, prompt * 470_000 + completion * 2_370_000, 0, "ok" if i % 64 else "upstream_error",
+            False, False, "request",
             100 + i % 500, created,
         )  # fmt: skip
 
@@ -177,43 +180,59 @@ async def load_postgres(url: str, args: argparse.Namespace) -> None:
 
 
 # --- the queries -----------------------------------------------------------------------------------------
-def queries(args: argparse.Namespace) -> list[tuple[str, SummaryQuery]]:
-    today = datetime.now(UTC).date()
+def data_end() -> datetime:
+    """The time of the last generated row: the end of today (``rows`` spreads them up to it)."""
+    return datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1, seconds=-1)
 
-    def ago(days: int) -> date:
-        return today - timedelta(days=days - 1)
+
+Timed = Callable[[Database], Awaitable[object]]
+
+
+def queries(args: argparse.Namespace) -> list[tuple[str, Timed]]:
+    """Each read as its endpoint or page runs it, with the process's caches (final days, final hours)."""
+    today = datetime.now(UTC).date()
+    days, hours = DayTotals(), FinalHours()
+    now = data_end()  # the console's "now": the newest rows are the last minutes before it
+
+    def ago(n: int) -> date:
+        return today - timedelta(days=n - 1)
+
+    def summary(spec: SummaryQuery) -> Timed:
+        return lambda db: summarize(db, spec, days=days, today=today)
 
     key, model = key_ids(args.keys)[args.keys // 2], model_ids(args.models)[0]
     return [
-        ("overview: 30 days by day", SummaryQuery(ago(30), today, ("day",))),
-        ("90 days by model", SummaryQuery(ago(90), today, ("model",))),
-        ("30 days by key (top of the keys page)", SummaryQuery(ago(30), today, ("key",))),
-        ("one key, 90 days by day", SummaryQuery(ago(90), today, ("day",), key_id=key)),
-        ("one model, 30 days by day", SummaryQuery(ago(30), today, ("day",), model=model)),
-        ("one day by day, key, model (1000 rows)", SummaryQuery(today, today, ("day", "key", "model"))),
-        ("all time, totals only", SummaryQuery(date(2000, 1, 1), today, ())),
+        ("overview: 30 days by day", summary(SummaryQuery(ago(30), today, ("day",)))),
+        ("90 days by model", summary(SummaryQuery(ago(90), today, ("model",)))),
+        ("30 days by key (top of the keys page)", summary(SummaryQuery(ago(30), today, ("key",)))),
+        ("one key, 90 days by day", summary(SummaryQuery(ago(90), today, ("day",), key_id=key))),
+        ("one model, 30 days by day", summary(SummaryQuery(ago(30), today, ("day",), model=model))),
+        ("one day by day, key, model (1000 rows)", summary(SummaryQuery(today, today, ("day", "key", "model")))),
+        ("all time, totals only", summary(SummaryQuery(date(2000, 1, 1), today, ()))),
+        ("console overview: 24 hours by hour", lambda db: last_24_hours(db, now, final=hours)),
+        ("console overview: 30 days with errors", lambda db: last_30_days(db, now.date())),
+        ("console key page: 30 days with errors", lambda db: last_30_days(db, now.date(), key_id=key)),
     ]
 
 
 async def time_queries(db_url: str, args: argparse.Namespace) -> list[tuple[str, float, float, float]]:
-    """Each query as the endpoint runs it (final days' totals kept in memory): first call, then warm runs."""
+    """Each read as its endpoint runs it (final days' and hours' totals kept in memory): first call, then
+    warm runs."""
     db = Database(db_url)
-    days = DayTotals()
-    today = datetime.now(UTC).date()
     results = []
     try:
         async with db.read() as conn:
             [raw] = (await conn.exec_driver_sql("SELECT COUNT(*) FROM usage")).one()
             [rollups] = (await conn.exec_driver_sql("SELECT COUNT(*) FROM usage_daily")).one()
         print(f"  {raw:,} raw usage rows, {rollups:,} daily rollup rows", flush=True)
-        for label, spec in queries(args):
+        for label, read in queries(args):
             started = time.perf_counter()
-            await summarize(db, spec, days=days, today=today)
+            await read(db)
             first = (time.perf_counter() - started) * 1000
             times = []
             for _ in range(args.repeat):
                 started = time.perf_counter()
-                await summarize(db, spec, days=days, today=today)
+                await read(db)
                 times.append((time.perf_counter() - started) * 1000)
             median, worst = statistics.median(times), max(times)
             results.append((label, first, median, worst))

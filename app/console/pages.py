@@ -29,7 +29,7 @@ def _chart_set(series: queries.Series, *, every: int, span: str) -> dict[str, An
 
 async def overview(services: Services) -> dict[str, Any]:
     now = datetime.now(UTC)
-    day = await queries.last_24_hours(services.db, now)
+    day = await queries.last_24_hours(services.db, now, final=services.usage_hours)
     month = await queries.last_30_days(services.db, now.date())
     totals = await accounts.ledger_totals(services.db)
     held_count, held_amount = await queries.holds_outstanding(services.db)
