@@ -154,7 +154,7 @@ class Services:
             metrics=metrics,
         )
         services.lifecycle.idle.set()
-        recovered = await ledger.recover()
+        recovered = await ledger.recover(charged=services.alerts.notice)
         if recovered:
             log.warning("recovered %d holds whose lease had lapsed", recovered)
         services._retention = UsageRetention(db, days=settings.billing.usage_retention_days)
@@ -171,7 +171,7 @@ class Services:
                 await self.leases.tick(utcnow())
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + billing.recovery_interval_seconds
-                    await self.ledger.recover()
+                    await self.ledger.recover(charged=self.alerts.notice)
                     await self.stored_responses.purge()  # retention of stored Responses answers
                 if self._retention is not None:
                     self._retention.tick(utcnow())

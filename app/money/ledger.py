@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -91,17 +92,20 @@ class Ledger:
             batch = marks[start : start + CHECKPOINT_BATCH]
             await self._driver.run(lambda batch=batch: tx.checkpoint(batch), durable=False)  # type: ignore[misc]
 
-    async def recover(self) -> int:
-        """Settle every hold whose lease lapsed, from its last checkpoint. Returns how many were recovered."""
+    async def recover(self, *, charged: Callable[[str], None] | None = None) -> int:
+        """Settle every hold whose lease lapsed, from its last checkpoint. Returns how many were recovered;
+        ``charged(key_id)`` is called for each one that cost its key something (low-balance alerts)."""
         now = utcnow()
         recovered = 0
         for hold, sent, output_tokens in await self._driver.run(lambda: tx.lapsed(now, RECOVERY_BATCH)):
-            charged = await self._driver.run(
+            cost = await self._driver.run(
                 lambda h=hold, s=sent, o=output_tokens: tx.recover(h, sent=s, output_tokens=o, now=now)  # type: ignore[misc]
             )
-            if charged is not None:
+            if cost is not None:
                 recovered += 1
-                log.warning("recovered hold %s of key %s: charged %d units", hold.request_id, hold.key_id, charged)
+                log.warning("recovered hold %s of key %s: charged %d units", hold.request_id, hold.key_id, cost)
+                if cost and charged is not None:
+                    charged(hold.key_id)
         return recovered
 
     async def _until_durable(self, what: str, request_id: str, make: TxFactory[T]) -> T:

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +16,8 @@ import orjson
 import pytest
 from aiohttp import web
 
+from app.money.records import Checkpoint, Hold
+from app.money.units import usd_to_units
 from tests.asgi.conftest import MakeHarness
 from tests.console.conftest import sign_in
 from tests.support.inprocess import Harness
@@ -107,6 +110,23 @@ async def test_low_balance_alert_is_signed_fired_once_and_retried_after_a_500(
             page = await browser.get("/console/alerts")
         assert "delivered" in page.text
         assert receiver.url in page.text
+
+
+async def test_a_hold_recovered_after_a_crash_can_fire_the_alert(make_harness: MakeHarness, receiver: Receiver) -> None:
+    """The crashed request's charge comes from recovery, not from a settlement: it too is checked."""
+    leases = {
+        "billing": {"hold_ttl_seconds": 0.5, "recovery_interval_seconds": 0.2, "checkpoint_interval_seconds": 0.1}
+    }
+    async with make_harness({**alerting(receiver), **leases}) as harness:
+        key_id, _ = await harness.create_key("2.05")
+        ledger = harness.services.ledger
+        hold = Hold("req_crashed", key_id, "doubao-seed-2.0-pro", usd_to_units("0.5"), 100, usd_to_units("0.1"), 0)
+        assert await ledger.reserve(hold) is None  # a request of a process that then died: nobody renews it
+        await ledger.checkpoint([Checkpoint(hold.request_id, True, 0, datetime.now(UTC))])
+        await until(lambda: receiver.delivered)
+        [event] = receiver.delivered
+        assert (event["event"], event["key_id"], event["balance_usd"]) == ("balance.low", key_id, "1.95")
+        assert await harness.ledger_balanced()
 
 
 async def test_a_top_up_rearms_the_alert(make_harness: MakeHarness, receiver: Receiver) -> None:

@@ -49,7 +49,8 @@ async def test_cached_final_hours_give_the_same_chart_as_the_raw_rows(db: Databa
     raw = await last_24_hours(db, NOW)
 
     assert cached == raw
-    assert cached.labels[0] == "16:00" and cached.labels[-1] == "15:00"
+    assert cached.labels[0] == "16:00"
+    assert cached.labels[-1] == "15:00"
     assert sum(cached.requests) == 40  # 40 * 37 min < 24 h; the row 30 hours ago is not on the chart
     assert sum(cached.errors) == 1
     assert sum(cached.tokens) == 7 * 40

@@ -57,6 +57,19 @@ async def test_a_hold_that_never_reached_the_upstream_is_released_by_recovery(bo
     await books.check()
 
 
+async def test_recovery_names_each_key_it_charged_and_only_those(books: Books, ledger: Ledger) -> None:
+    charged_key, released_key = await books.new_key("10"), await books.new_key("10")
+    sent = await reserve(ledger, charged_key, USD, estimate=USD // 10)
+    never_sent = await reserve(ledger, released_key, USD, estimate=USD // 10)
+    await lapse(ledger, sent.request_id, sent=True, output_tokens=0)
+    await lapse(ledger, never_sent.request_id, sent=False, output_tokens=0)
+    await books.settled()
+    noticed: list[str] = []
+    assert await ledger.recover(charged=noticed.append) == 2
+    assert noticed == [charged_key]  # the low-balance check follows the money, not the recovery
+    await books.check()
+
+
 async def test_recovery_charges_the_prompt_estimate_and_the_checkpointed_output(
     books: Books, ledger: Ledger, make_ledger: MakeLedger
 ) -> None:
