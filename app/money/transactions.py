@@ -25,9 +25,9 @@ Ledger invariant, per key and in total: ``topups == available + held + charges +
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from app.money.records import USAGE_COLUMNS, Checkpoint, Hold, Refusal, Settlement, UsageRow
 from app.money.rules import clamp_charge, recovery_charge
@@ -35,8 +35,7 @@ from app.money.rules import clamp_charge, recovery_charge
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):  # a tuple: built several times per request, on the writer's hot path
     sql: str
     params: dict[str, Any] | list[dict[str, Any]]
     rows: bool = False  # the result is the fetched rows, else the number of rows changed
