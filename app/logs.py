@@ -29,6 +29,9 @@ _PATTERNS = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|(?i:bearer)\s+[^\s\"',]+|(?i:authorization)[\"']?\s*[:=]\s*[\"']?[^\"',]+|(?i:x-api-key)[\"']?\s*[:=]\s*[\"']?[^\s\"',]+)"
 )
 REDACTED = "[redacted]"
+# every pattern above contains one of these (lower-cased): a line without any needs no regex pass,
+# which is most lines -- the access line of every request among them
+_TRIGGERS = ("sk-", "bearer", "authorization", "x-api-key")
 
 
 class RedactingFilter(logging.Filter):
@@ -38,8 +41,12 @@ class RedactingFilter(logging.Filter):
 
     def redact(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-        return _PATTERNS.sub(REDACTED, text)
+            if secret in text:
+                text = text.replace(secret, REDACTED)
+        lower = text.lower()
+        if any(trigger in lower for trigger in _TRIGGERS):
+            text = _PATTERNS.sub(REDACTED, text)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -106,6 +113,12 @@ def configure_logging(level: str, secrets: Iterable[str] = (), *, json: bool = F
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # no record field the formats use needs these; skipping them saves ~2 us per line (the logging
+    # HOWTO, "Optimization"): the caller's frame lookup, thread and process names
+    setattr(logging, "_srcfile", None)  # noqa: B010 -- not in the typeshed stubs
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     # drivers log every statement with its parameters (key hashes) at INFO/DEBUG: warnings only
     for name in ("aiosqlite", "sqlalchemy.engine", "asyncpg"):
         logging.getLogger(name).setLevel(logging.WARNING)

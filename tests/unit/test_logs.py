@@ -43,6 +43,8 @@ def test_user_keys_are_removed(capture) -> None:
     "line",
     [
         "Authorization: Bearer opaque-token-value",
+        "AUTHORIZATION: BEARER opaque-token-value",
+        "token BeArEr opaque-token-value",
         "authorization=bearer opaque-token-value",
         "headers={'authorization': 'Bearer opaque-token-value'}",
         "x-api-key: opaque-token-value",
