@@ -138,12 +138,15 @@ async def billing_usage(db: Database, key_id: str, start: date, end: date) -> di
     return {"object": "list", "daily_costs": daily, "total_usage": total * CENTS_PER_UNIT}
 
 
-async def usage_by_day(db: Database, key_id: str | None, days: int, today: date) -> list[tuple[str, int, int, int]]:
-    """``(day, requests, tokens, cost units)`` for each of the last ``days`` days (zeros included)."""
+async def usage_by_day(
+    db: Database, key_id: str | None, days: int, today: date
+) -> list[tuple[str, int, int, int, int]]:
+    """``(day, requests, failed, tokens, cost units)`` for each of the last ``days`` days (zeros included)."""
     start = today - timedelta(days=days - 1)
     query = select(
         usage_daily.c.day,
         func.sum(usage_daily.c.requests),
+        func.sum(usage_daily.c.failed),
         func.sum(usage_daily.c.prompt_tokens + usage_daily.c.completion_tokens),
         func.sum(usage_daily.c.cost),
     ).where(usage_daily.c.day >= start.isoformat())
@@ -151,11 +154,11 @@ async def usage_by_day(db: Database, key_id: str | None, days: int, today: date)
         query = query.where(usage_daily.c.key_id == key_id)
     async with db.read() as conn:
         found = {
-            r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0))
+            r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0), int(r[4] or 0))
             for r in (await conn.execute(query.group_by(usage_daily.c.day))).all()
         }
     out = []
     for offset in range(days):
         day = (start + timedelta(days=offset)).isoformat()
-        out.append((day, *found.get(day, (0, 0, 0))))
+        out.append((day, *found.get(day, (0, 0, 0, 0))))
     return out

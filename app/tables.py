@@ -25,7 +25,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
-    text,
 )
 from sqlalchemy.engine import Dialect
 
@@ -118,7 +117,6 @@ ledger = Table(
     Index("ix_ledger_key_id", "key_id"),
 )
 
-FAILED = text("status <> 'ok'")  # the predicate of the partial index of failed requests, spelt once
 
 usage = Table(
     "usage",
@@ -145,8 +143,6 @@ usage = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_usage_key_id_created_at", "key_id", "created_at"),
     Index("ix_usage_created_at", "created_at"),
-    # the console's error series: only the requests that did not end ok (a partial index, so small)
-    Index("ix_usage_failed_created_at", "created_at", sqlite_where=FAILED, postgresql_where=FAILED),
 )
 
 policy_events = Table(
@@ -176,6 +172,7 @@ usage_daily = Table(
     Column("reasoning_tokens", BigInteger, nullable=False),
     Column("cached_tokens", BigInteger, nullable=False),
     Column("cost", BigInteger, nullable=False),
+    Column("failed", BigInteger, nullable=False, server_default="0"),  # did not end ok (migration 0007)
     Index("ix_usage_daily_key_id_day", "key_id", "day"),  # summaries by key (migration 0006)
     Index("ix_usage_daily_model_day", "model", "day"),  # summaries by model (migration 0006)
 )

@@ -32,7 +32,6 @@ from tests.contract.ledger_support import USD, draft
 
 NEW_INDEXES = (
     "ix_usage_created_at",
-    "ix_usage_failed_created_at",
     "ix_usage_daily_key_id_day",
     "ix_usage_daily_model_day",
 )

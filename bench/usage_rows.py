@@ -6,7 +6,7 @@
 The database is migrated with the project's migrations; keys go in first (usage rows reference them),
 then the raw rows in bulk -- ``executemany`` in large transactions on SQLite, binary ``COPY`` on
 Postgres -- with the usage indexes dropped during the load and rebuilt after (as a restore would);
-then the rollups are computed from the rows (the same statement migration 0002 uses), so they match.
+then the rollups are computed from the rows (as migrations 0002 and 0007 do), so they match.
 The summary queries run through ``app.usage_summary.summarize``, exactly as ``GET /admin/usage/summary``
 does (with the final days' totals kept in memory, filled by the first query that needs them): each
 query's first call is printed, then the median and worst of ``--repeat`` more.
@@ -56,9 +56,10 @@ COLUMNS = (
 )  # fmt: skip
 ROLLUP = """
 INSERT INTO usage_daily (day, key_id, model, requests, partial, prompt_tokens, completion_tokens,
-                         reasoning_tokens, cached_tokens, cost)
+                         reasoning_tokens, cached_tokens, cost, failed)
 SELECT {day}, key_id, model, COUNT(*), SUM(CASE WHEN partial THEN 1 ELSE 0 END), SUM(prompt_tokens),
-       SUM(completion_tokens), SUM(reasoning_tokens), SUM(cached_tokens), SUM(cost)
+       SUM(completion_tokens), SUM(reasoning_tokens), SUM(cached_tokens), SUM(cost),
+       SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END)
   FROM usage GROUP BY {day}, key_id, model"""
 
 

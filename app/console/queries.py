@@ -1,6 +1,6 @@
 """The console's own reads: the overview's figures (24 hours by hour from usage rows, final hours read
-once per process by ``FinalHours``; 30 days by day from the ``usage_daily`` rollups), holds
-outstanding, and key search.
+once per process by ``FinalHours``; 30 days by day, errors included, from the ``usage_daily``
+rollups), holds outstanding, and key search.
 
 "Errors" are requests that reached billing and did not end ``ok`` (upstream errors, timeouts,
 disconnects); refusals before billing (401, 402, 429) have no usage row.
@@ -9,7 +9,7 @@ disconnects); refusals before billing (401, 402, 429) have no usage row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, case, cast, func, or_, select
@@ -17,7 +17,7 @@ from sqlalchemy import Integer, case, cast, func, or_, select
 from app.accounts import VIEW_COLUMNS, key_view
 from app.db import Database
 from app.selfservice import usage_by_day
-from app.tables import FAILED, api_keys, holds, usage, usage_daily
+from app.tables import api_keys, holds, usage, usage_daily
 
 
 @dataclass
@@ -134,20 +134,12 @@ async def last_24_hours(
 
 async def last_30_days(db: Database, today: date, key_id: str | None = None) -> Series:
     days = await usage_by_day(db, key_id, 30, today)
-    start = datetime.combine(today - timedelta(days=29), datetime.min.time(), UTC)
-    bucket = _bucket(db, 10)
-    # the partial index's own predicate, literally: a bound parameter would not match it
-    query = select(bucket, func.count()).where(FAILED, usage.c.created_at >= start)
-    if key_id is not None:
-        query = query.where(usage.c.key_id == key_id)
-    async with db.read() as conn:
-        errors = {r[0]: int(r[1]) for r in (await conn.execute(query.group_by(bucket))).all()}
     return Series(
         labels=[d[0][5:] for d in days],
         requests=[d[1] for d in days],
-        errors=[errors.get(d[0], 0) for d in days],
-        tokens=[d[2] for d in days],
-        cost=[d[3] for d in days],
+        errors=[d[2] for d in days],
+        tokens=[d[3] for d in days],
+        cost=[d[4] for d in days],
     )
 
 

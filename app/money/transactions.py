@@ -73,22 +73,15 @@ UPDATE api_keys SET available = available + :amount, topped_up = topped_up + :am
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join(':' + c for c in USAGE_COLUMNS)})"
 _REWRITTEN = [c for c in USAGE_COLUMNS if c not in ("request_id", "key_id", "model", "created_at")]
 _REWRITE_USAGE = f"UPDATE usage SET {', '.join(f'{c} = :{c}' for c in _REWRITTEN)} WHERE request_id = :request_id"
-_ROLLUP_FIELDS = (
-    "requests",
-    "partial",
-    "prompt_tokens",
-    "completion_tokens",
-    "reasoning_tokens",
-    "cached_tokens",
-    "cost",
-)
+_TOKENS = ("prompt_tokens", "completion_tokens", "reasoning_tokens", "cached_tokens")
+_ROLLUP_FIELDS = ("requests", "partial", "failed", *_TOKENS, "cost")
 _ROLLUP = f"""
 INSERT INTO usage_daily (day, key_id, model, {", ".join(_ROLLUP_FIELDS)})
 VALUES (:day, :key_id, :model, {", ".join(":" + f for f in _ROLLUP_FIELDS)})
 ON CONFLICT (day, key_id, model) DO UPDATE
    SET {", ".join(f"{f} = usage_daily.{f} + excluded.{f}" for f in _ROLLUP_FIELDS)}"""
 _BEFORE = """
-SELECT cost, partial, prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, created_at
+SELECT cost, partial, status, prompt_tokens, completion_tokens, reasoning_tokens, cached_tokens, created_at
   FROM usage WHERE request_id = :request_id"""
 _CHECKPOINT = """
 UPDATE holds SET sent = :sent, output_tokens = :output_tokens, expires_at = :lease_until
@@ -192,11 +185,16 @@ def _settle_late(hold: Hold, draft: UsageRow) -> Tx[Settlement]:
         yield from _record(row)
         return Settlement(extra, shortfall, late=True)
     yield Query(_REWRITE_USAGE, _row_params(row))
-    old_cost, old_partial, *old_tokens, created_at = before[0]
+    old_cost, old_partial, old_status, *old_tokens, created_at = before[0]
     delta = _rollup_values(_row_params(row))
-    for name, old in zip(_ROLLUP_FIELDS[2:-1], old_tokens, strict=True):
+    for name, old in zip(_TOKENS, old_tokens, strict=True):
         delta[name] -= old
-    delta.update(requests=0, partial=int(row.partial) - int(bool(old_partial)), cost=row.cost - old_cost)
+    delta.update(
+        requests=0,
+        partial=int(row.partial) - int(bool(old_partial)),
+        failed=int(row.status != "ok") - int(old_status != "ok"),
+        cost=row.cost - old_cost,
+    )
     yield Query(_ROLLUP, {**delta, "day": str(created_at)[:10], "key_id": row.key_id, "model": row.model})
     return Settlement(extra, shortfall, late=True)
 
@@ -256,8 +254,9 @@ def recover(hold: Hold, *, sent: bool, output_tokens: int, now: datetime) -> Tx[
 
 
 def _rollup_values(row: dict[str, Any]) -> dict[str, int]:
-    values = {name: row[name] for name in _ROLLUP_FIELDS[2:]}
-    return {"requests": 1, "partial": int(row["partial"]), **values}
+    """One usage row's share of its day's rollup."""
+    shares = {"requests": 1, "partial": int(row["partial"]), "failed": int(row["status"] != "ok")}
+    return shares | {name: row[name] for name in (*_TOKENS, "cost")}
 
 
 def _record(row: UsageRow, **changed: Any) -> Tx[None]:

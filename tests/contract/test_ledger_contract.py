@@ -122,12 +122,13 @@ async def test_settlements_add_up_in_the_daily_rollup(books: Books, ledger: Ledg
     key = await books.new_key("10")
     first, second = await reserve(ledger, key, USD), await reserve(ledger, key, USD)
     await ledger.settle(first, draft(first, 1000))
-    await ledger.settle(second, draft(second, 2000, partial=True, completion_tokens=7))
+    await ledger.settle(second, draft(second, 2000, partial=True, completion_tokens=7, status="client_disconnected"))
     [day] = await books.rows(usage_daily, key_id=key)
-    assert (day.day, day.model, day.requests, day.partial) == (
+    assert (day.day, day.model, day.requests, day.partial, day.failed) == (
         datetime.now(UTC).date().isoformat(),
         "doubao-seed-2.0-pro",
         2,
+        1,
         1,
     )
     assert (day.prompt_tokens, day.completion_tokens, day.reasoning_tokens, day.cached_tokens, day.cost) == (

@@ -90,7 +90,7 @@ async def test_recovery_charges_the_prompt_estimate_and_the_checkpointed_output(
     )
     assert (used.prompt_tokens, used.completion_tokens) == (100, 1000)
     [day] = await books.rows(usage_daily, key_id=key)
-    assert (day.requests, day.completion_tokens, day.cost) == (1, 1000, charged)
+    assert (day.requests, day.failed, day.completion_tokens, day.cost) == (1, 1, 1000, charged)
     before = await books.check()
     assert await recover(ledger, books) == 0  # twice: nothing more
     assert await books.check() == before
@@ -155,7 +155,7 @@ async def test_a_settle_after_recovery_posts_the_difference_as_a_late_charge(boo
     [adjustment] = await books.rows(ledger_table, key_id=key, kind="adjustment")
     assert adjustment.amount == real - recovered
     [day] = await books.rows(usage_daily, key_id=key)
-    assert (day.requests, day.partial, day.completion_tokens, day.cost) == (1, 0, 30_000, real)
+    assert (day.requests, day.partial, day.failed, day.completion_tokens, day.cost) == (1, 0, 0, 30_000, real)
     assert await ledger.settle(hold, draft(hold, real)) is None  # and only once
     await books.check()
 
