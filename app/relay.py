@@ -84,19 +84,29 @@ class UpstreamEvents:
             log.warning("skipping a malformed upstream event (%d bytes)", len(data))
             return False
         if isinstance(chunk, dict):
-            await self._queue.put((chunk, data))
+            queue = self._queue
+            if queue.full():
+                await queue.put((chunk, data))  # the client reads slower: wait here, the upstream waits too
+            else:
+                queue.put_nowait((chunk, data))
         return False
 
     async def next(self, wait: float | None) -> Any:
-        """The next ``(chunk, data)``, ``_DONE``, or a ``GatewayError``; TimeoutError after ``wait`` seconds."""
+        """The next ``(chunk, data)``, ``_DONE``, or a ``GatewayError``; TimeoutError after ``wait`` seconds.
+
+        An item already queued is taken at once; the ``wait`` timer is armed only when the queue is empty.
+        """
+        queue = self._queue
         while True:
-            if self._queue.empty() and self._final is not None:
+            if not queue.empty():
+                item = queue.get_nowait()
+            elif self._final is not None:
                 return self._final
-            if wait is None:
-                item = await self._queue.get()
+            elif wait is None:
+                item = await queue.get()
             else:
                 async with asyncio.timeout(wait):
-                    item = await self._queue.get()
+                    item = await queue.get()
             if item is not _WAKE:
                 return item
 
