@@ -110,6 +110,15 @@ class UpstreamEvents:
             if item is not _WAKE:
                 return item
 
+    def take(self) -> Any:
+        """What ``next`` would return at once, without waiting: an item, the end, or None (nothing yet)."""
+        queue = self._queue
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not _WAKE:
+                return item
+        return self._final
+
     async def aclose(self) -> None:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -165,7 +174,7 @@ class Relay:
             self._started = True
             head = self._writer.start()
             if head:
-                return head
+                return head + self._at_hand()
         while True:
             if self._pending:
                 item = self._pending.pop(0)
@@ -177,6 +186,21 @@ class Relay:
             out = self._consume(item)
             if out is not None:
                 return out
+
+    def _at_hand(self) -> bytes:
+        """Client bytes of the events already here (primed or queued), up to the first that makes any.
+
+        The stream's head goes out with them in one write: ``prime`` has waited for the first event
+        already, so this delays nothing; it never waits for the upstream.
+        """
+        while not self._ended:
+            item = self._pending.pop(0) if self._pending else self._events.take()
+            if item is None:
+                break
+            out = self._consume(item)
+            if out is not None:
+                return out
+        return b""
 
     def _consume(self, item: Any) -> bytes | None:
         if item is _DONE:
