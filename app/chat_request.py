@@ -194,7 +194,10 @@ def model_of(body: Any) -> str:
     return model
 
 
-def parse_chat_request(body: Any) -> ChatRequest:
+def parse_chat_request(
+    body: Any, *, response_headers: dict[str, str] | None = None, context: Any = None
+) -> ChatRequest:
+    """Validate a Chat Completions body; a dialect's ``response_headers`` and ``context`` ride along."""
     model = model_of(body)
     forward: dict[str, Any] = {"messages": _messages(body.get("messages"))}
     for name, check in _FIELDS.items():
@@ -233,4 +236,6 @@ def parse_chat_request(body: Any) -> ChatRequest:
         include_usage=include_usage,
         n=n,
         max_output_tokens=min(limits) if limits else None,
+        response_headers={} if response_headers is None else response_headers,
+        context=context,
     )

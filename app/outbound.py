@@ -129,14 +129,18 @@ class RelayResponse(Response):
 
     async def _pump(self, send: Send) -> None:
         loop = asyncio.get_running_loop()
-        # one timer for the whole stream, armed only while a write is in progress
-        async with asyncio.timeout_at(loop.time() + self._write_timeout) as writing:
-            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            writing.reschedule(None)
-            async for chunk in self.relay:
-                writing.reschedule(loop.time() + self._write_timeout)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                writing.reschedule(None)
+        async with asyncio.timeout(None) as writing:
+            watchdog = WriteWatchdog(writing, self._write_timeout)
+            try:
+                watchdog.writing_since = loop.time()
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                watchdog.writing_since = None
+                async for chunk in self.relay:
+                    watchdog.writing_since = loop.time()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    watchdog.writing_since = None
+            finally:
+                watchdog.stop()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
@@ -145,3 +149,35 @@ class RelayResponse(Response):
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
+
+
+class WriteWatchdog:
+    """Expires ``writing`` once one write has been in progress for ``timeout`` seconds.
+
+    The pump only stamps when a write starts (``writing_since``) and clears it when the write is done;
+    one timer per ``timeout`` period checks the stamp, instead of arming and disarming a timer around
+    every write. Invariant: the timer is always due at or before the stamped write's start + ``timeout``
+    (it re-arms at that moment, or ``timeout`` from now when idle), so a stalled write is cut exactly
+    ``timeout`` after it began, and time between writes (the upstream being slow) never counts.
+    """
+
+    def __init__(self, writing: asyncio.Timeout, timeout: float) -> None:
+        self.writing_since: float | None = None
+        self._writing = writing
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = self._loop.call_at(self._loop.time() + timeout, self._check)
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        since = self.writing_since
+        if since is not None and now - since >= self._timeout:
+            self._timer = None
+            self._writing.reschedule(now)  # the pump's write raises TimeoutError
+            return
+        self._timer = self._loop.call_at((now if since is None else since) + self._timeout, self._check)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -84,21 +84,40 @@ class UpstreamEvents:
             log.warning("skipping a malformed upstream event (%d bytes)", len(data))
             return False
         if isinstance(chunk, dict):
-            await self._queue.put((chunk, data))
+            queue = self._queue
+            if queue.full():
+                await queue.put((chunk, data))  # the client reads slower: wait here, the upstream waits too
+            else:
+                queue.put_nowait((chunk, data))
         return False
 
     async def next(self, wait: float | None) -> Any:
-        """The next ``(chunk, data)``, ``_DONE``, or a ``GatewayError``; TimeoutError after ``wait`` seconds."""
+        """The next ``(chunk, data)``, ``_DONE``, or a ``GatewayError``; TimeoutError after ``wait`` seconds.
+
+        An item already queued is taken at once; the ``wait`` timer is armed only when the queue is empty.
+        """
+        queue = self._queue
         while True:
-            if self._queue.empty() and self._final is not None:
+            if not queue.empty():
+                item = queue.get_nowait()
+            elif self._final is not None:
                 return self._final
-            if wait is None:
-                item = await self._queue.get()
+            elif wait is None:
+                item = await queue.get()
             else:
                 async with asyncio.timeout(wait):
-                    item = await self._queue.get()
+                    item = await queue.get()
             if item is not _WAKE:
                 return item
+
+    def take(self) -> Any:
+        """What ``next`` would return at once, without waiting: an item, the end, or None (nothing yet)."""
+        queue = self._queue
+        while not queue.empty():
+            item = queue.get_nowait()
+            if item is not _WAKE:
+                return item
+        return self._final
 
     async def aclose(self) -> None:
         self._task.cancel()
@@ -155,7 +174,7 @@ class Relay:
             self._started = True
             head = self._writer.start()
             if head:
-                return head
+                return head + self._at_hand()
         while True:
             if self._pending:
                 item = self._pending.pop(0)
@@ -167,6 +186,21 @@ class Relay:
             out = self._consume(item)
             if out is not None:
                 return out
+
+    def _at_hand(self) -> bytes:
+        """Client bytes of the events already here (primed or queued), up to the first that makes any.
+
+        The stream's head goes out with them in one write: ``prime`` has waited for the first event
+        already, so this delays nothing; it never waits for the upstream.
+        """
+        while not self._ended:
+            item = self._pending.pop(0) if self._pending else self._events.take()
+            if item is None:
+                break
+            out = self._consume(item)
+            if out is not None:
+                return out
+        return b""
 
     def _consume(self, item: Any) -> bytes | None:
         if item is _DONE:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
-from app.errors import UpstreamError, UpstreamTimeout
-from app.relay import RELAY_QUEUE_EVENTS, UpstreamEvents
+from app.errors import GatewayError, UpstreamError, UpstreamTimeout
+from app.money.rules import Outcome
+from app.relay import RELAY_QUEUE_EVENTS, Relay, UpstreamEvents
 from app.upstream import UpstreamReadError, UpstreamReadTimeout
 
 
@@ -77,3 +79,32 @@ async def test_an_idle_timeout_becomes_an_upstream_timeout() -> None:
     assert isinstance(await events.next(1), tuple)
     assert isinstance(await events.next(1), UpstreamTimeout)
     await events.aclose()
+
+
+class HeadedWriter:
+    """A ``StreamWriter`` with a head whose chunks print their ``n`` (the first, ``n`` 0, prints nothing)."""
+
+    def start(self) -> bytes:
+        return b"head;"
+
+    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
+        return f"{chunk['n']};".encode() if chunk["n"] else b""
+
+    def done(self) -> bytes:
+        return b"done;"
+
+    def error(self, error: GatewayError) -> bytes:
+        return b"error;"
+
+    def heartbeat(self) -> bytes:
+        return b"beat;"
+
+
+async def test_the_head_goes_out_with_the_events_already_at_hand_up_to_the_first_that_prints() -> None:
+    events = UpstreamEvents(CountingResponse(3), deadline=deadline())
+    relay = Relay(events, HeadedWriter(), Outcome(), heartbeat_interval=1)
+    assert await relay.prime() is None
+    await asyncio.sleep(0.05)  # the upstream's other events are queued meanwhile
+    assert await relay.__anext__() == b"head;1;"  # event 0 printed nothing; event 1 joined the head
+    assert [part async for part in relay] == [b"2;", b"error;"]  # no finish_reason nor usage: incomplete
+    await relay.aclose()

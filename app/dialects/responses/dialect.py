@@ -10,7 +10,6 @@ is opened again on the next turn; what this gateway did not seal falls back to t
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -30,24 +29,29 @@ log = logging.getLogger("seedgate.responses")
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
-class ResponsesStream:
-    def __init__(self, translator: ResponseStreamTranslator) -> None:
-        self._t = translator
+class ResponsesStream(ResponseStreamTranslator):
+    """The translator as the relay's ``StreamWriter``: its methods are the translator's own, no extra call per event."""
 
-    def start(self) -> bytes:
-        return self._t.start()
-
-    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
-        return self._t.feed(chunk)
-
-    def done(self) -> bytes:
-        return self._t.finish()
+    chunk = ResponseStreamTranslator.feed
+    done = ResponseStreamTranslator.finish
 
     def error(self, error: GatewayError) -> bytes:
-        return self._t.fail(error.code or "server_error", error.message)
+        return self.fail(error.code or "server_error", error.message)
 
-    def heartbeat(self) -> bytes:
-        return self._t.heartbeat()
+
+def _context(body: dict[str, Any], names: dict[str, tuple[str, str]]) -> Context:
+    """The request's Responses-only facts (``store`` and ``include`` are validated by the caller, after)."""
+    include = body.get("include")
+    raw_input = body.get("input")
+    return Context(
+        echo={key: body.get(key) for key in ECHOED},
+        names=names,
+        encrypted=isinstance(include, list) and ENCRYPTED_REASONING in include,
+        store=body.get("store", True) is True,
+        input_items=[{"type": "message", "role": "user", "content": raw_input}]
+        if isinstance(raw_input, str)
+        else list(raw_input or []),
+    )
 
 
 class OpenAIResponses:
@@ -85,25 +89,14 @@ class OpenAIResponses:
     def parse(self, body: Any) -> ChatRequest:
         model_of(body)
         chat, tools = responses_to_chat(body, self._open_reasoning)
-        request = parse_chat_request(chat)
-        store = body.get("store", True)
+        headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
+        request = parse_chat_request(chat, response_headers=headers, context=_context(body, tools.names))
+        store, include = body.get("store", True), body.get("include") or []
         if not isinstance(store, bool):
             raise invalid("store", "must be a boolean")
-        include = body.get("include") or []
         if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
             raise invalid("include", "must be an array of strings")
-        raw_input = body.get("input")
-        context = Context(
-            echo={key: body.get(key) for key in ECHOED},
-            names=tools.names,
-            encrypted=ENCRYPTED_REASONING in include,
-            store=store,
-            input_items=[{"type": "message", "role": "user", "content": raw_input}]
-            if isinstance(raw_input, str)
-            else list(raw_input or []),
-        )
-        headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
-        return dataclasses.replace(request, response_headers=headers, context=context)
+        return request
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
         context: Context = reply.context
@@ -112,7 +105,7 @@ class OpenAIResponses:
         return orjson.dumps(response)
 
     def stream(self, request: ChatRequest, reply: Reply) -> ResponsesStream:
-        return ResponsesStream(ResponseStreamTranslator(request.context, self._sealer, reply.request_id, reply.model))
+        return ResponsesStream(request.context, self._sealer, reply.request_id, reply.model)
 
     async def finish(self, request: ChatRequest, key_id: str) -> None:
         context: Context = request.context

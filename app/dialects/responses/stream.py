@@ -66,6 +66,7 @@ class ResponseStreamTranslator:
         self._finish: str | None = None
         self._usage: Any = None
         self._broken: str | None = None
+        self._framing: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # the open text item's delta events
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -77,6 +78,16 @@ class ResponseStreamTranslator:
         except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped
             data = json.dumps(payload, separators=(",", ":")).encode()
         return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+
+    def _delta_event(self, text: str) -> bytes:
+        """The open text item's delta event: its precomputed framing around the sequence number and the text.
+
+        Byte for byte what ``_event`` writes for the same payload (same keys, same order, compact JSON).
+        """
+        seq = self._seq
+        self._seq = seq + 1
+        head, middle, tail = self._framing
+        return b"".join((head, str(seq).encode(), middle, _json_string(text), tail))
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
         return response_object(
@@ -101,7 +112,8 @@ class ResponseStreamTranslator:
 
     # -- upstream chunks ---------------------------------------------------------------------------
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
+    def feed(self, chunk: dict[str, Any], data: str = "") -> bytes:
+        """The events one upstream chunk completes (``data``, its raw text, is not needed here)."""
         out = bytearray()
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
@@ -161,18 +173,8 @@ class ResponseStreamTranslator:
             self._close(out)
             self._open = kind
             self._open_text_item(kind, out)
-        index = len(self._output)
         self._text.append(text)
-        if kind == "reasoning":
-            out += self._event(
-                "response.reasoning_summary_text.delta",
-                {"item_id": self._rid, "output_index": index, "summary_index": 0, "delta": text},
-            )
-        else:
-            out += self._event(
-                "response.output_text.delta",
-                {"item_id": self._mid, "output_index": index, "content_index": 0, "delta": text, "logprobs": []},
-            )
+        out += self._delta_event(text)
 
     def _open_text_item(self, kind: str, out: bytearray) -> None:
         index = len(self._output)
@@ -182,12 +184,14 @@ class ResponseStreamTranslator:
             part: dict[str, Any] = {"type": "summary_text", "text": ""}
             common: dict[str, Any] = {"item_id": self._rid, "output_index": index, "summary_index": 0}
             out += self._event("response.reasoning_summary_part.added", {**common, "part": part})
+            self._framing = _framing("response.reasoning_summary_text.delta", common, b"}")
         else:
             item = message_item(self._mid, "", status="in_progress")
             out += self._event("response.output_item.added", {"output_index": index, "item": item})
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             common = {"item_id": self._mid, "output_index": index, "content_index": 0}
             out += self._event("response.content_part.added", {**common, "part": part})
+            self._framing = _framing("response.output_text.delta", common, b',"logprobs":[]}')
 
     @property
     def _rid(self) -> str:
@@ -269,3 +273,20 @@ class ResponseStreamTranslator:
                 out += self._event("response.content_part.done", {**common, "part": item["content"][0]})
         out += self._event("response.output_item.done", {"output_index": index, "item": item})
         self._output.append(item)
+
+
+def _framing(kind: str, common: dict[str, Any], tail: bytes) -> tuple[bytes, bytes, bytes]:
+    """The bytes of a ``kind`` delta event before its sequence number, between it and the text, after the text.
+
+    The JSON object is ``{"type", "sequence_number", **common, "delta", ...tail}``, as ``_event`` orders it.
+    """
+    fields = orjson.dumps(common)[1:-1]  # "item_id":...,"output_index":...: ids are ASCII, no escaping concerns
+    head = b"event: " + kind.encode() + b'\ndata: {"type":"' + kind.encode() + b'","sequence_number":'
+    return head, b"," + fields + b',"delta":', tail + b"\n\n"
+
+
+def _json_string(text: str) -> bytes:
+    try:
+        return orjson.dumps(text)
+    except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped, as _event does
+        return json.dumps(text).encode()

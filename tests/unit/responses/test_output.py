@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -140,3 +141,21 @@ def test_a_content_filter_finish_is_an_incomplete_response() -> None:
     seen = stream_of(delta(content="x"), {"choices": [{"index": 0, "delta": {}, "finish_reason": "content_filter"}]})
     assert seen[-1]["type"] == "response.incomplete"
     assert seen[-1]["response"]["incomplete_details"] == {"reason": "content_filter"}
+
+
+def test_text_deltas_are_compact_json_in_the_documented_key_order_even_with_lone_surrogates() -> None:
+    texts = ['Hé "q" \\ \n', "a\ud800b"]  # the second is not valid UTF-8: escaped, never an exception
+    translator = ResponseStreamTranslator(context(), SEALER, "req_1", "m")
+    translator.start()
+    raw = b"".join(translator.feed(delta(reasoning_content=t)) + translator.feed(delta(content=t)) for t in texts)
+    blocks = [block for block in raw.split(b"\n\n") if b".delta\n" in block]
+    assert len(blocks) == 4
+    for block in blocks:
+        head, data = block.split(b"\ndata: ")
+        event = json.loads(data)
+        kind = head.removeprefix(b"event: ").decode()
+        assert event["type"] == kind
+        assert data == json.dumps(event, separators=(",", ":"), ensure_ascii="\ud800" in event["delta"]).encode()
+        extra = ["summary_index"] if "reasoning" in kind else ["content_index"]
+        tail = [] if "reasoning" in kind else ["logprobs"]
+        assert list(event) == ["type", "sequence_number", "item_id", "output_index", *extra, "delta", *tail]
