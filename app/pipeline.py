@@ -223,13 +223,13 @@ async def whole_answer(
     outcome.output_tokens = answer_output_tokens(answer["choices"])
     outcome.complete = True
     body = dialect.render(answer, raw, reply_for(admission, request))
+    await dialect_finish(dialect, request, admission)  # stored before the client can chain to it
     policy = policy_hit(answer)
 
     async def then() -> None:
         await settle(services, admission)
         if policy:
             await record_policy(services, admission, "content_filter")
-        await dialect_finish(dialect, request, admission)
 
     # the client gets its answer first; the settlement follows in the same task, shielded
     return AnswerResponse(
@@ -249,11 +249,13 @@ async def relay_stream(
     """Wait for the upstream's first event (an error before it is still an HTTP status), then relay."""
     server = services.settings.server
     events = UpstreamEvents(response, deadline=deadline)
+    finish = None if getattr(dialect, "finish", None) is None else lambda: dialect_finish(dialect, request, admission)
     relay = Relay(
         events,
         dialect.stream(request, reply_for(admission, request)),
         admission.outcome,
         heartbeat_interval=server.heartbeat_seconds,
+        on_complete=finish,  # before the stream's last bytes: stored before the client can chain to it
     )
     try:
         error = await relay.prime()
@@ -270,14 +272,10 @@ async def relay_stream(
         raise error
     admission.inbound.record.first_token_at = time.perf_counter()  # seedgate_time_to_first_token_seconds
 
-    async def then() -> None:
-        await settle(services, admission)
-        await dialect_finish(dialect, request, admission)
-
     return RelayResponse(
         relay,
         headers=headers,
-        then=then,
+        then=lambda: settle(services, admission),
         write_timeout=server.client_write_timeout_seconds,
         open_streams=services.metrics.open_streams,
     )
@@ -344,7 +342,7 @@ def reply_for(admission: Admission, request: ChatRequest) -> Reply:
     return Reply(admission.inbound.request_id, admission.model.id, admission.quote.prompt_tokens, request.context)
 
 
-# -- optional dialect hooks (app.dialects): server-side state before parsing, after settling ---------
+# -- optional dialect hooks (app.dialects): server-side state before parsing, once the answer is complete
 
 
 async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
@@ -353,8 +351,9 @@ async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
 
 
 async def dialect_finish(dialect: Dialect, request: ChatRequest, admission: Admission) -> None:
+    """Once the answer is complete (before its last bytes go out); a failure is logged, never the client's."""
     finish = getattr(dialect, "finish", None)
-    if finish is None or admission.outcome.status != "ok":
+    if finish is None:
         return
     try:
         await finish(request, admission.key.id)

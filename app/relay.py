@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -139,9 +140,16 @@ class Relay:
     """Async iterator of client bytes. ``prime`` first; then iterate; ``end`` says how it stopped."""
 
     def __init__(
-        self, events: UpstreamEvents, writer: StreamWriter, outcome: Outcome, *, heartbeat_interval: float
+        self,
+        events: UpstreamEvents,
+        writer: StreamWriter,
+        outcome: Outcome,
+        *,
+        heartbeat_interval: float,
+        on_complete: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._events = events
+        self._on_complete = on_complete  # awaited once the answer is complete, before its last bytes go out
         self._writer = writer
         self.outcome = outcome
         self._heartbeat = heartbeat_interval
@@ -168,6 +176,14 @@ class Relay:
         return self
 
     async def __anext__(self) -> bytes:
+        out = await self._next_bytes()
+        if self.outcome.complete and self._on_complete is not None:
+            # e.g. a stored Responses answer: saved before the client, having read its end, can chain to it
+            on_complete, self._on_complete = self._on_complete, None
+            await on_complete()
+        return out
+
+    async def _next_bytes(self) -> bytes:
         if self._ended:
             raise StopAsyncIteration
         if not self._started:

@@ -112,6 +112,15 @@ class _AiohttpResponse:
         return self._response.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        connection = self._response.connection
+        if connection is not None and connection.protocol is not None:
+            # Once the whole body has arrived, upstream silence means nothing. aiohttp re-arms its idle
+            # timer (``sock_read``) whenever reading resumes -- also after the body ended, when a slow
+            # client lets the gateway drain the buffered tail only later -- and its expiry would then
+            # throw away that tail. With no timeout set, resuming arms nothing; the next request on the
+            # pooled connection sets its own.
+            protocol = connection.protocol
+            self._response.content.on_eof(lambda: setattr(protocol, "read_timeout", None))
         try:
             async for chunk in self._response.content.iter_any():
                 yield chunk

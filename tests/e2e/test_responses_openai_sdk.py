@@ -3,9 +3,11 @@ reasoning round trips, ``previous_response_id``; every answer billed exactly lik
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import openai
+import pytest
 from pydantic import BaseModel
 
 from app.fake_upstream import FakeUpstreamThread
@@ -14,8 +16,22 @@ from tests.support.gateway import GatewayProcess
 MODEL = "doubao-seed-2.0-pro"
 
 
+_opened: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def close_clients() -> Iterator[None]:
+    """Each test's SDK clients are closed when it ends: a client left to the garbage collector (a parsed
+    response keeps it in a reference cycle) would leak its socket."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def client(gateway: GatewayProcess, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0, timeout=20)
+    sdk = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=key, max_retries=0, timeout=20)
+    _opened.append(sdk)
+    return sdk
 
 
 def upstream_messages(fake: FakeUpstreamThread) -> list[dict[str, Any]]:

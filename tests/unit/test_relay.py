@@ -108,3 +108,56 @@ async def test_the_head_goes_out_with_the_events_already_at_hand_up_to_the_first
     assert await relay.__anext__() == b"head;1;"  # event 0 printed nothing; event 1 joined the head
     assert [part async for part in relay] == [b"2;", b"error;"]  # no finish_reason nor usage: incomplete
     await relay.aclose()
+
+
+class FinishingResponse(CountingResponse):
+    """``events`` events, the last with a finish reason, then ``[DONE]``: a complete answer."""
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for index in range(self.events):
+            finish = '"stop"' if index == self.events - 1 else "null"
+            yield f'data: {{"n": {index}, "choices": [{{"index": 0, "finish_reason": {finish}}}]}}\n\n'.encode()
+            await asyncio.sleep(0)
+        yield b"data: [DONE]\n\n"
+
+
+async def test_the_completion_hook_runs_once_before_the_last_bytes_go_out() -> None:
+    sent: list[bytes] = []
+    calls: list[list[bytes]] = []
+
+    async def on_complete() -> None:
+        calls.append(list(sent))  # what the client had been given when the answer was complete
+
+    relay = Relay(
+        UpstreamEvents(FinishingResponse(3), deadline=deadline()),
+        HeadedWriter(),
+        Outcome(),
+        heartbeat_interval=1,
+        on_complete=on_complete,
+    )
+    assert await relay.prime() is None
+    async for part in relay:
+        sent.append(part)
+    assert sent[-1].endswith(b"done;")
+    assert len(calls) == 1
+    assert not any(b"done;" in part for part in calls[0]), "the hook ran after the end went out"
+    await relay.aclose()
+
+
+async def test_an_incomplete_stream_never_runs_the_completion_hook() -> None:
+    calls: list[None] = []
+
+    async def on_complete() -> None:
+        calls.append(None)
+
+    relay = Relay(
+        UpstreamEvents(CountingResponse(3), deadline=deadline()),
+        HeadedWriter(),
+        Outcome(),
+        heartbeat_interval=1,
+        on_complete=on_complete,
+    )
+    assert await relay.prime() is None
+    assert [part async for part in relay][-1] == b"error;"
+    assert calls == []
+    await relay.aclose()
