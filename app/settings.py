@@ -55,7 +55,7 @@ class DatabaseSettings(_Section):
     url: str = "sqlite+aiosqlite:///./seedgate.db"
     echo: bool = False
     # SQLite files: acknowledge a request's money write after its group's WAL commit, the fsync following
-    # in the background (``group``: a power cut loses at most one fsync window), or after that fsync
+    # in the background (``group``: a power cut loses at most ~5 ms of commits), or after that fsync
     sqlite_durability: Literal["group", "fsync"] = "group"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import threading
 import time
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app.money.writer import SqliteWriter
+import app.money.writer
+from app.money.writer import GATHER_SECONDS, SqliteWriter
 
 
 @pytest.fixture
@@ -158,3 +160,36 @@ async def test_starting_twice_starts_one_pair_of_threads(writer: SqliteWriter) -
     threads = list(writer._threads)
     writer._start()  # what a second thread racing the first start does
     assert writer._threads == threads
+
+
+async def test_acknowledged_commits_in_a_row_share_fsyncs(
+    writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[float] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(time.monotonic())
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    started = time.monotonic()
+    for value in range(60):  # one request at a time: every write its own commit
+        await writer.run(insert(value), durable=False)
+    await writer.barrier()
+    elapsed = time.monotonic() - started
+    assert rows(writer) == list(range(60))
+    # at most one fsync per GATHER_SECONDS of commits, plus the barrier's own
+    assert len(synced) <= elapsed / GATHER_SECONDS + 2, (len(synced), elapsed)
+    assert len(synced) < 60
+
+
+async def test_a_durable_write_does_not_wait_for_the_gathering(
+    writer: SqliteWriter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.money.writer, "GATHER_SECONDS", 3.0)  # a gathering far longer than any write
+    await writer.run(insert(0), durable=False)  # the sync thread is now gathering commits
+    started = time.monotonic()
+    await writer.run(insert(1))  # durable: its waiter ends the gathering at once
+    assert time.monotonic() - started < 1.0
+    assert rows(writer) == [0, 1]
