@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,15 +142,17 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
 async def reserve(services: Services, admission: Admission) -> None:
     """Reserve the quote's worst case; if the key cannot cover it, an affordable smaller one; else refuse."""
     min_output = services.settings.billing.min_affordable_output_tokens
-    refusal = await services.ledger.reserve(hold_for(admission))
+    hold = hold_for(admission)
+    refusal = await services.ledger.reserve(hold)
     if refusal is not None and refusal.reason != "key":
         capped = rules.affordable(admission.quote, refusal.room, min_output_tokens=min_output)
         if capped is not None:
             admission.quote = capped
-            refusal = await services.ledger.reserve(hold_for(admission))
+            hold = hold_for(admission)
+            refusal = await services.ledger.reserve(hold)
     if refusal is not None:
         raise refused(refusal, admission.quote, min_output)
-    admission.hold = hold_for(admission)
+    admission.hold = hold
     services.leases.add(admission.inbound.request_id, admission.outcome, utcnow())
 
 
@@ -223,7 +226,8 @@ async def whole_answer(
     outcome.output_tokens = answer_output_tokens(answer["choices"])
     outcome.complete = True
     body = dialect.render(answer, raw, reply_for(admission, request))
-    await dialect_finish(dialect, request, admission)  # stored before the client can chain to it
+    if (finish := dialect_finish(dialect, request, admission)) is not None:
+        await finish()  # e.g. stored before the client can chain to it
     policy = policy_hit(answer)
 
     async def then() -> None:
@@ -249,13 +253,12 @@ async def relay_stream(
     """Wait for the upstream's first event (an error before it is still an HTTP status), then relay."""
     server = services.settings.server
     events = UpstreamEvents(response, deadline=deadline)
-    finish = None if getattr(dialect, "finish", None) is None else lambda: dialect_finish(dialect, request, admission)
     relay = Relay(
         events,
         dialect.stream(request, reply_for(admission, request)),
         admission.outcome,
         heartbeat_interval=server.heartbeat_seconds,
-        on_complete=finish,  # before the stream's last bytes: stored before the client can chain to it
+        on_complete=dialect_finish(dialect, request, admission),  # before the stream's last bytes
     )
     try:
         error = await relay.prime()
@@ -350,15 +353,23 @@ async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
     return body if load is None else await load(body, key_id)
 
 
-async def dialect_finish(dialect: Dialect, request: ChatRequest, admission: Admission) -> None:
-    """Once the answer is complete (before its last bytes go out); a failure is logged, never the client's."""
+def dialect_finish(
+    dialect: Dialect, request: ChatRequest, admission: Admission
+) -> Callable[[], Awaitable[None]] | None:
+    """The dialect's hook to await once the answer is complete, before its last bytes go out (a stored
+    Responses answer: there before the client can chain to it); None when the dialect has none. A
+    failure is logged, never the client's."""
     finish = getattr(dialect, "finish", None)
     if finish is None:
-        return
-    try:
-        await finish(request, admission.key.id)
-    except Exception:
-        log.exception("the %s dialect could not finish request %s", dialect.endpoint, admission.inbound.request_id)
+        return None
+
+    async def run() -> None:
+        try:
+            await finish(request, admission.key.id)
+        except Exception:
+            log.exception("the %s dialect could not finish request %s", dialect.endpoint, admission.inbound.request_id)
+
+    return run
 
 
 def parse_json(raw: bytes) -> Any:
