@@ -200,9 +200,9 @@ def parse_chat_request(
     """Validate a Chat Completions body; a dialect's ``response_headers`` and ``context`` ride along."""
     model = model_of(body)
     forward: dict[str, Any] = {"messages": _messages(body.get("messages"))}
-    for name, check in _FIELDS.items():
-        value = body.get(name)
-        if value is not None:
+    for name, value in body.items():  # the body's few fields, not all of _FIELDS
+        check = _FIELDS.get(name)
+        if check is not None and value is not None:
             forward[name] = check(value)
     if "top_logprobs" in forward and forward.get("logprobs") is not True:
         raise _fail("'top_logprobs' requires 'logprobs': true.", "top_logprobs")

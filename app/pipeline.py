@@ -356,16 +356,17 @@ async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
 def dialect_finish(
     dialect: Dialect, request: ChatRequest, admission: Admission
 ) -> Callable[[], Awaitable[None]] | None:
-    """The dialect's hook to await once the answer is complete, before its last bytes go out (a stored
-    Responses answer: there before the client can chain to it); None when the dialect has none. A
-    failure is logged, never the client's."""
-    finish = getattr(dialect, "finish", None)
-    if finish is None:
+    """The dialect's work to await once the answer is complete, before its last bytes go out (a stored
+    Responses answer: there before the client can chain to it); None when there is none for this
+    request. A failure is logged, never the client's."""
+    on_complete = getattr(dialect, "on_complete", None)
+    work = None if on_complete is None else on_complete(request, admission.key.id)
+    if work is None:
         return None
 
     async def run() -> None:
         try:
-            await finish(request, admission.key.id)
+            await work()
         except Exception:
             log.exception("the %s dialect could not finish request %s", dialect.endpoint, admission.inbound.request_id)
 

@@ -11,8 +11,9 @@ rendered in its ``envelope``.
 
 Optional hooks a dialect may have (the pipeline looks them up, and calls them only if present):
 ``async load(body, key_id) -> body`` after authentication and before ``parse`` (server-side state
-such as ``previous_response_id``), and ``async finish(request, key_id)`` after the request settled
-(keeping the answer); a failing ``finish`` is logged, never the client's problem.
+such as ``previous_response_id``), and ``on_complete(request, key_id)`` -> an ``async`` callable to
+await once the answer is complete, before its last bytes go out (keeping the answer), or ``None`` when
+this request needs nothing; a failing one is logged, never the client's problem.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ is opened again on the next turn; what this gateway did not seal falls back to t
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ import orjson
 from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.responses.request import invalid, responses_to_chat
-from app.dialects.responses.response import ECHOED, Context, chat_to_response
+from app.dialects.responses.response import Context, chat_to_response, echoed
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 from app.errors import Envelope, GatewayError
@@ -42,15 +43,20 @@ class ResponsesStream(ResponseStreamTranslator):
 def _context(body: dict[str, Any], names: dict[str, tuple[str, str]]) -> Context:
     """The request's Responses-only facts (``store`` and ``include`` are validated by the caller, after)."""
     include = body.get("include")
+    store = body.get("store", True) is True
     raw_input = body.get("input")
+    if not store:
+        input_items: list[Any] = []  # kept for the store only
+    elif isinstance(raw_input, str):
+        input_items = [{"type": "message", "role": "user", "content": raw_input}]
+    else:
+        input_items = list(raw_input or [])
     return Context(
-        echo={key: body.get(key) for key in ECHOED},
+        echo=echoed(body),
         names=names,
-        encrypted=isinstance(include, list) and ENCRYPTED_REASONING in include,
-        store=body.get("store", True) is True,
-        input_items=[{"type": "message", "role": "user", "content": raw_input}]
-        if isinstance(raw_input, str)
-        else list(raw_input or []),
+        encrypted=include is not None and isinstance(include, list) and ENCRYPTED_REASONING in include,
+        store=store,
+        input_items=input_items,
     )
 
 
@@ -91,10 +97,10 @@ class OpenAIResponses:
         chat, tools = responses_to_chat(body, self._open_reasoning)
         headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
         request = parse_chat_request(chat, response_headers=headers, context=_context(body, tools.names))
-        store, include = body.get("store", True), body.get("include") or []
+        store, include = body.get("store", True), body.get("include")
         if not isinstance(store, bool):
             raise invalid("store", "must be a boolean")
-        if not isinstance(include, list) or not all(isinstance(i, str) for i in include):
+        if include is not None and (not isinstance(include, list) or not all(isinstance(i, str) for i in include)):
             raise invalid("include", "must be an array of strings")
         return request
 
@@ -107,8 +113,15 @@ class OpenAIResponses:
     def stream(self, request: ChatRequest, reply: Reply) -> ResponsesStream:
         return ResponsesStream(request.context, self._sealer, reply.request_id, reply.model)
 
-    async def finish(self, request: ChatRequest, key_id: str) -> None:
+    def on_complete(self, request: ChatRequest, key_id: str) -> Callable[[], Awaitable[None]] | None:
+        """With ``store``: keep the finished response (before its last bytes go out, so the client can chain)."""
         context: Context = request.context
-        if context.store and context.final is not None:
-            record = {"response": context.final, "input": context.input_items}
-            await self._store.save(context.final["id"], key_id, record)
+        if not context.store:
+            return None
+
+        async def save() -> None:
+            if context.final is not None:
+                record = {"response": context.final, "input": context.input_items}
+                await self._store.save(context.final["id"], key_id, record)
+
+        return save

@@ -25,19 +25,26 @@ ECHOED: tuple[str, ...] = ("instructions", "tool_choice", "parallel_tool_calls",
 ECHOED += ("max_output_tokens", "previous_response_id", "reasoning", "text", "metadata", "user", "truncation", "tools")
 DEFAULTS: dict[str, Any] = {"tool_choice": "auto", "parallel_tool_calls": True, "tools": [], "metadata": {}}
 DEFAULTS |= {"text": {"format": {"type": "text"}}, "truncation": "disabled", "reasoning": {}}
+_ECHO_DEFAULTS: dict[str, Any] = {key: DEFAULTS.get(key) for key in ECHOED}  # in ECHOED's order
+_ECHOED = frozenset(ECHOED)
 
 
 @dataclass(slots=True)
 class Context:
     """One request's Responses-only facts, kept from parse to render and to the store."""
 
-    echo: dict[str, Any]
+    echo: dict[str, Any]  # the echoed fields the client set (not null); ``echoed(body)``
     names: dict[str, tuple[str, str]]  # flattened tool name -> (namespace, name)
     encrypted: bool  # include: ["reasoning.encrypted_content"]
     store: bool
     input_items: list[Any]  # the whole conversation sent (previous response's included), for the store
     created_at: int = field(default_factory=lambda: int(time.time()))
     final: dict[str, Any] | None = None  # the finished response, once rendered or streamed
+
+
+def echoed(body: dict[str, Any]) -> dict[str, Any]:
+    """The fields of ``ECHOED`` the request set to something other than null."""
+    return {key: value for key, value in body.items() if key in _ECHOED and value is not None}
 
 
 def response_id(request_id: str) -> str:
@@ -120,10 +127,10 @@ def response_object(
         "output": output,
         "usage": usage,
         "store": context.store,
+        **_ECHO_DEFAULTS,
     }
-    for key in ECHOED:
-        value = context.echo.get(key)
-        response[key] = DEFAULTS.get(key) if value is None else value
+    if context.echo:
+        response.update(context.echo)  # keys keep ECHOED's order
     return response
 
 

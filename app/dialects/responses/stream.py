@@ -73,11 +73,14 @@ class ResponseStreamTranslator:
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         payload = {"type": kind, "sequence_number": self._seq, **payload}
         self._seq += 1
-        try:
-            data = orjson.dumps(payload)
-        except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped
-            data = json.dumps(payload, separators=(",", ":")).encode()
-        return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+        return b"event: " + kind.encode() + b"\ndata: " + _dumps(payload) + b"\n\n"
+
+    def _response_event(self, kind: str, response: bytes) -> bytes:
+        """Byte for byte ``_event(kind, {"response": ...})`` around an already serialised response."""
+        seq = self._seq
+        self._seq = seq + 1
+        name = kind.encode()
+        return b'event: %b\ndata: {"type":"%b","sequence_number":%d,"response":%b}\n\n' % (name, name, seq, response)
 
     def _delta_event(self, text: str) -> bytes:
         """The open text item's delta event: its precomputed framing around the sequence number and the text.
@@ -87,7 +90,11 @@ class ResponseStreamTranslator:
         seq = self._seq
         self._seq = seq + 1
         head, middle, tail = self._framing
-        return b"".join((head, str(seq).encode(), middle, _json_string(text), tail))
+        try:
+            escaped = orjson.dumps(text)
+        except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped, as _event does
+            escaped = json.dumps(text).encode()
+        return b"%b%d%b%b%b" % (head, seq, middle, escaped, tail)
 
     def _response(self, status: str, **extra: Any) -> dict[str, Any]:
         return response_object(
@@ -95,9 +102,9 @@ class ResponseStreamTranslator:
         )
 
     def start(self) -> bytes:
-        response = self._response("in_progress")
-        return self._event("response.created", {"response": response}) + self._event(
-            "response.in_progress", {"response": response}
+        response = _dumps(self._response("in_progress"))  # the same object in both events
+        return self._response_event("response.created", response) + self._response_event(
+            "response.in_progress", response
         )
 
     def heartbeat(self) -> bytes:
@@ -113,29 +120,49 @@ class ResponseStreamTranslator:
     # -- upstream chunks ---------------------------------------------------------------------------
 
     def feed(self, chunk: dict[str, Any], data: str = "") -> bytes:
-        """The events one upstream chunk completes (``data``, its raw text, is not needed here)."""
-        out = bytearray()
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
+        """The events one upstream chunk completes (``data``, its raw text, is not needed here).
+
+        The usual chunk -- one more piece of the open item's text -- is one delta event, written without
+        a buffer; anything else goes through ``_feed_choice``.
+        """
+        usage = chunk.get("usage")
+        if usage is not None and isinstance(usage, dict):
+            self._usage = usage
         choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else []:
-            if not isinstance(choice, dict) or choice.get("index") not in (0, None):
-                continue
-            delta = choice.get("delta")
-            if isinstance(delta, dict) and self._broken is None:
-                reasoning = delta.get("reasoning_content")
-                if isinstance(reasoning, str) and reasoning:
-                    self._delta("reasoning", reasoning, out)
-                content = delta.get("content")
-                if isinstance(content, str) and content:
-                    self._delta("message", content, out)
-                calls = delta.get("tool_calls")
-                for fragment in calls if isinstance(calls, list) else []:
-                    if isinstance(fragment, dict):
-                        self._call_fragment(fragment, out)
-            if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
-                self._finish = choice["finish_reason"]
+        if not choices or not isinstance(choices, list):
+            return b""
+        if len(choices) == 1:
+            choice = choices[0]
+            if isinstance(choice, dict) and not choice.get("finish_reason") and choice.get("index") in (0, None):
+                delta = choice.get("delta")
+                kind = self._open
+                if kind is not None and kind != "call" and isinstance(delta, dict) and self._broken is None:
+                    text = delta.get("content" if kind == "message" else "reasoning_content")
+                    other = delta.get("reasoning_content" if kind == "message" else "content")
+                    if isinstance(text, str) and text and not other and not delta.get("tool_calls"):
+                        self._text.append(text)
+                        return self._delta_event(text)
+        out = bytearray()
+        for choice in choices:
+            if isinstance(choice, dict) and choice.get("index") in (0, None):
+                self._feed_choice(choice, out)
         return bytes(out)
+
+    def _feed_choice(self, choice: dict[str, Any], out: bytearray) -> None:
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and self._broken is None:
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                self._delta("reasoning", reasoning, out)
+            content = delta.get("content")
+            if isinstance(content, str) and content:
+                self._delta("message", content, out)
+            calls = delta.get("tool_calls")
+            for fragment in calls if isinstance(calls, list) else []:
+                if isinstance(fragment, dict):
+                    self._call_fragment(fragment, out)
+        if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
+            self._finish = choice["finish_reason"]
 
     def finish(self) -> bytes:
         out = bytearray()
@@ -285,8 +312,8 @@ def _framing(kind: str, common: dict[str, Any], tail: bytes) -> tuple[bytes, byt
     return head, b"," + fields + b',"delta":', tail + b"\n\n"
 
 
-def _json_string(text: str) -> bytes:
+def _dumps(value: Any) -> bytes:
     try:
-        return orjson.dumps(text)
-    except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped, as _event does
-        return json.dumps(text).encode()
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped
+        return json.dumps(value, separators=(",", ":")).encode()

@@ -159,3 +159,42 @@ def test_text_deltas_are_compact_json_in_the_documented_key_order_even_with_lone
         extra = ["summary_index"] if "reasoning" in kind else ["content_index"]
         tail = [] if "reasoning" in kind else ["logprobs"]
         assert list(event) == ["type", "sequence_number", "item_id", "output_index", *extra, "delta", *tail]
+
+
+def test_every_streamed_event_is_compact_json_numbered_in_order_including_the_shared_response_events() -> None:
+    translator = ResponseStreamTranslator(context(echo={"instructions": "é"}), SEALER, "req_1", "m")
+    pieces = [delta(reasoning_content="think "), delta(reasoning_content="more")]
+    pieces += [delta(content="a"), delta(content="b\ud800"), delta(content='"c"')]
+    pieces += [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+    raw = translator.start() + b"".join(translator.feed(piece) for piece in pieces) + translator.finish()
+    blocks = [block for block in raw.split(b"\n\n") if block]
+    seen = []
+    for block in blocks:
+        head, data = block.split(b"\ndata: ")
+        event = json.loads(data)  # the stdlib reads the escaped lone surrogate back
+        assert head == b"event: " + event["type"].encode()
+        assert data == json.dumps(event, separators=(",", ":"), ensure_ascii=b"\\ud800" in data).encode()
+        seen.append(event)
+    assert [event["sequence_number"] for event in seen] == list(range(len(blocks)))
+    assert seen[0]["response"] == seen[1]["response"]  # created and in_progress carry the same object
+    assert seen[0]["response"]["instructions"] == "é"
+    message = seen[-1]["response"]["output"][1]
+    assert message["content"][0]["text"] == 'ab\ud800"c"'
+
+
+def test_a_text_piece_that_also_finishes_calls_a_tool_or_reasons_is_not_cut_short() -> None:
+    finishing = {"choices": [{"index": 0, "delta": {"content": "b"}, "finish_reason": "stop"}]}
+    seen = stream_of(delta(content="a"), finishing)
+    assert seen[-1]["type"] == "response.completed"
+    assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "ab"
+
+    call = {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}
+    seen = stream_of(delta(content="a"), delta(content="b", tool_calls=[call]), FINISH)
+    output = seen[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["message", "function_call"]
+    assert output[0]["content"][0]["text"] == "ab"
+
+    seen = stream_of(delta(content="a"), delta(content="b", reasoning_content="r"), FINISH)
+    output = seen[-1]["response"]["output"]
+    assert [item["type"] for item in output] == ["message", "reasoning", "message"]
+    assert (output[1]["summary"][0]["text"], output[2]["content"][0]["text"]) == ("r", "b")
