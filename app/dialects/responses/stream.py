@@ -38,6 +38,8 @@ from app.dialects.responses.response import (
 from app.dialects.responses.seal import Sealer
 
 KEEPALIVE = b": keepalive\n\n"
+_FIELD = {"reasoning": "reasoning_content", "message": "content"}  # the delta field of each text item
+_OTHER = {"reasoning_content": "content", "content": "reasoning_content"}
 
 
 class _Call:
@@ -67,6 +69,7 @@ class ResponseStreamTranslator:
         self._usage: Any = None
         self._broken: str | None = None
         self._framing: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # the open text item's delta events
+        self._fast: str | None = None  # the delta field that continues the open text item, if one is open
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -125,23 +128,20 @@ class ResponseStreamTranslator:
         The usual chunk -- one more piece of the open item's text -- is one delta event, written without
         a buffer; anything else goes through ``_feed_choice``.
         """
-        usage = chunk.get("usage")
-        if usage is not None and isinstance(usage, dict):
-            self._usage = usage
+        if "usage" in chunk and isinstance(chunk["usage"], dict):
+            self._usage = chunk["usage"]
         choices = chunk.get("choices")
         if not choices or not isinstance(choices, list):
             return b""
-        if len(choices) == 1:
+        key = self._fast
+        if key is not None and len(choices) == 1:
             choice = choices[0]
-            if isinstance(choice, dict) and not choice.get("finish_reason") and choice.get("index") in (0, None):
-                delta = choice.get("delta")
-                kind = self._open
-                if kind is not None and kind != "call" and isinstance(delta, dict) and self._broken is None:
-                    text = delta.get("content" if kind == "message" else "reasoning_content")
-                    other = delta.get("reasoning_content" if kind == "message" else "content")
-                    if isinstance(text, str) and text and not other and not delta.get("tool_calls"):
-                        self._text.append(text)
-                        return self._delta_event(text)
+            delta = choice.get("delta") if isinstance(choice, dict) and not choice.get("finish_reason") else None
+            if isinstance(delta, dict) and choice.get("index") in (0, None):
+                text = delta.get(key)
+                if isinstance(text, str) and text and not delta.get(_OTHER[key]) and not delta.get("tool_calls"):
+                    self._text.append(text)
+                    return self._delta_event(text)
         out = bytearray()
         for choice in choices:
             if isinstance(choice, dict) and choice.get("index") in (0, None):
@@ -200,6 +200,7 @@ class ResponseStreamTranslator:
             self._close(out)
             self._open = kind
             self._open_text_item(kind, out)
+            self._fast = _FIELD[kind]
         self._text.append(text)
         out += self._delta_event(text)
 
@@ -242,6 +243,7 @@ class ResponseStreamTranslator:
         if isinstance(arguments, str) and arguments:
             if not call.pending and self._open_call != position:
                 self._broken = "The upstream interleaved the arguments of parallel tool calls."
+                self._fast = None  # nothing more is delivered
                 return
             call.arguments.append(arguments)
             if not call.pending:
@@ -272,7 +274,7 @@ class ResponseStreamTranslator:
         kind, index = self._open, len(self._output)
         if kind is None:
             return
-        self._open = None
+        self._open = self._fast = None
         if kind == "call" and self._open_call is not None:
             position, self._open_call = self._open_call, None
             call = self._calls[position]

@@ -198,3 +198,15 @@ def test_a_text_piece_that_also_finishes_calls_a_tool_or_reasons_is_not_cut_shor
     output = seen[-1]["response"]["output"]
     assert [item["type"] for item in output] == ["message", "reasoning", "message"]
     assert (output[1]["summary"][0]["text"], output[2]["content"][0]["text"]) == ("r", "b")
+
+
+def test_nothing_is_delivered_after_the_upstream_broke_the_stream_even_mid_text() -> None:
+    seen = stream_of(
+        delta(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}]),
+        delta(content="x"),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": "}"}}]),  # the closed call again: broken
+        delta(content="y"),
+        FINISH,
+    )
+    assert [e["delta"] for e in seen if e["type"] == "response.output_text.delta"] == ["x"]
+    assert seen[-1]["type"] == "response.failed"
