@@ -4,6 +4,10 @@ Rules this module owns:
 
 - Every case runs a short warm-up (connections opened, caches filled, not counted), then the measured
   closed-loop run. The server's CPU seconds and peak RSS cover only the measured run.
+- With several rounds (`schedule`), the cases are measured interleaved on the same server: round 1 runs
+  every case in order, round 2 every case again, and so on, each round starting one case later (round 2
+  starts at the second case), so drift of the machine or the server spreads over all cases alike and no
+  case always comes first after the server starts.
 - Non-stream requests get the upstream's default short answer; stream cases pick a named upstream
   script (`bench.upstream`) by a `#script:NAME` marker in the message, so every system relays the very
   same upstream behaviour. Streams always ask for `stream_options.include_usage`.
@@ -58,6 +62,15 @@ def matrix(open_streams: int) -> list[Case]:
         Case("paced-5ms", 16, "paced"),
         Case("open-streams", open_streams, "slow", open_streams=True),
     ]
+
+
+def schedule(cases: list[Case], rounds: int) -> list[tuple[int, Case]]:
+    """The interleaved order of `rounds` measured runs of each case: (round number from 1, case) pairs."""
+    order: list[tuple[int, Case]] = []
+    for number in range(rounds):
+        start = number % len(cases) if cases else 0
+        order += [(number + 1, case) for case in cases[start:] + cases[:start]]
+    return order
 
 
 def request_for(system: System, case: Case) -> bytes:

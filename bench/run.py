@@ -7,6 +7,10 @@ Rules this module owns:
   started one after another, never side by side on the gateway core.
 - Everything listens on 127.0.0.1 and lives in a fresh work directory (SQLite file, configs, logs),
   removed at the end unless `--keep`. Every process this run started is stopped, even on error.
+- `--rounds N` measures each selected case N times on the same started system, interleaved (round 1 runs
+  every case, then round 2 every case again, each round starting one case later; `bench.cases.schedule`);
+  each measured run keeps its own warm-up. The table shows each case's median round by CPU ms/req and a
+  note per case lists every round (`bench.report.median_round`). With N=1 the report is a single run's.
 - `--soak MINUTES` replaces the matrix by a mixed-load soak of Seedgate; `--profile DIR` adds a py-spy
   recording of Seedgate under one case's load (`--profile-case`, default non-stream; bench/profile.py
   summarises it).
@@ -33,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import uvloop
 
 from bench import report, soak
-from bench.cases import Case, Row, matrix, measure
+from bench.cases import Case, Row, matrix, measure, schedule
 from bench.procs import Service, rss_mb, thread_cpu
 from bench.targets import (
     System,
@@ -49,10 +53,20 @@ from bench.targets import (
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per case (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each case")
+    parser.add_argument(
+        "--rounds", type=_positive, default=1, help="measure each case N times, interleaved; report the median round"
+    )
     parser.add_argument("--open-streams", type=int, default=1000, help="streams held open at once (default 1000)")
     parser.add_argument("--slow-delay", type=float, default=0.5, help="seconds between events of a slow stream")
     parser.add_argument("--with-litellm", action="store_true", help="include the LiteLLM proxy (bench/.venv-litellm)")
@@ -113,19 +127,24 @@ def _starters(args: argparse.Namespace, upstream_url: str, workdir: Path) -> lis
     return starters
 
 
-async def _cases(system: System, cases: list[Case], args: argparse.Namespace, upstream_pid: int) -> list[Row]:
-    rows = []
-    for case in cases:
-        if not case.serves(system.name):
-            continue
-        print(f"bench: {system.name} {case.name} c={case.concurrency} ...", file=sys.stderr, flush=True)
+async def _cases(
+    system: System, cases: list[Case], args: argparse.Namespace, upstream_pid: int
+) -> tuple[list[Row], list[str]]:
+    """Each served case's median round (the only round when `--rounds 1`), and a note per case with several."""
+    served = [case for case in cases if case.serves(system.name)]
+    rounds: dict[Case, list[Row]] = {case: [] for case in served}
+    for number, case in schedule(served, args.rounds):
+        which = f" (round {number}/{args.rounds})" if args.rounds > 1 else ""
+        print(f"bench: {system.name} {case.name} c={case.concurrency}{which} ...", file=sys.stderr, flush=True)
         row = await measure(system, case, duration=args.duration, warmup=args.warmup, upstream_pid=upstream_pid)
         print(
-            f"bench:   {row.result.ok} ok, {row.result.rate:.1f} req/s, errors {dict(row.result.errors)}",
+            f"bench:   {row.result.ok} ok, {row.result.rate:.1f} req/s, {row.cpu_ms_per_request:.3f} CPU ms/req,"
+            f" errors {dict(row.result.errors)}",
             file=sys.stderr,
         )
-        rows.append(row)
-    return rows
+        rounds[case].append(row)
+    notes = [report.rounds_note(rounds[case]) for case in served] if args.rounds > 1 else []
+    return [report.median_round(rounds[case]) for case in served], notes
 
 
 async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) -> str:
@@ -174,7 +193,9 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
             return soak.render(system, args.soak, samples, results)
         systems = {s for s in args.systems.split(",") if s}
         if not systems or "direct" in systems:
-            rows += await _cases(direct(upstream), cases, args, upstream.pid)
+            measured, by_round = await _cases(direct(upstream), cases, args, upstream.pid)
+            rows += measured
+            notes += by_round
         for name, start in _starters(args, upstream_url, workdir):
             if systems and name not in systems:
                 continue
@@ -182,7 +203,9 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
             system = start()
             services.append(system.service)
             notes.append(f"{name} idle RSS after start: {rss_mb(system.pid):.1f} MB")
-            rows += await _cases(system, cases, args, upstream.pid)
+            measured, by_round = await _cases(system, cases, args, upstream.pid)
+            rows += measured
+            notes += by_round
             if name == "seedgate" and args.profile is not None:
                 notes.append(await _profile(system, args, upstream.pid))
             system.service.stop()
@@ -209,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     measured = (
         "" if args.soak is not None else f" Measured {args.duration:g} s per case after {args.warmup:g} s warm-up."
     )
+    if args.soak is None and args.rounds > 1:
+        measured += (
+            f" Each case measured {args.rounds} times, interleaved on one started system; the table shows"
+            " each case's round with the median CPU ms/req."
+        )
     header = [
         f"Run {started} on {_machine()}.",
         f"Command: `{command}` (Seedgate source: {args.source}, revision {_revision(args.source)})",
