@@ -129,8 +129,9 @@ def _starters(args: argparse.Namespace, upstream_url: str, workdir: Path) -> lis
 
 async def _cases(
     system: System, cases: list[Case], args: argparse.Namespace, upstream_pid: int
-) -> tuple[list[Row], list[str]]:
-    """Each served case's median round (the only round when `--rounds 1`), and a note per case with several."""
+) -> tuple[list[Row], list[str], dict[Case, list[Row]]]:
+    """Each served case's median round (the only round when `--rounds 1`), a note per case with several,
+    and every round's row per case (in the order they ran)."""
     served = [case for case in cases if case.serves(system.name)]
     rounds: dict[Case, list[Row]] = {case: [] for case in served}
     for number, case in schedule(served, args.rounds):
@@ -144,7 +145,7 @@ async def _cases(
         )
         rounds[case].append(row)
     notes = [report.rounds_note(rounds[case]) for case in served] if args.rounds > 1 else []
-    return [report.median_round(rounds[case]) for case in served], notes
+    return [report.median_round(rounds[case]) for case in served], notes, rounds
 
 
 async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) -> str:
@@ -185,6 +186,7 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
     services: list[Service] = [upstream]
     rows: list[Row] = []
     notes: list[str] = []
+    seedgate_rounds: dict[Case, list[Row]] = {}
     try:
         if args.soak is not None:
             system = start_seedgate(sys.executable, args.source.resolve(), upstream_url, workdir, args.gateway_core)
@@ -193,7 +195,7 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
             return soak.render(system, args.soak, samples, results)
         systems = {s for s in args.systems.split(",") if s}
         if not systems or "direct" in systems:
-            measured, by_round = await _cases(direct(upstream), cases, args, upstream.pid)
+            measured, by_round, _ = await _cases(direct(upstream), cases, args, upstream.pid)
             rows += measured
             notes += by_round
         for name, start in _starters(args, upstream_url, workdir):
@@ -203,16 +205,20 @@ async def _main(args: argparse.Namespace, workdir: Path) -> str:
             system = start()
             services.append(system.service)
             notes.append(f"{name} idle RSS after start: {rss_mb(system.pid):.1f} MB")
-            measured, by_round = await _cases(system, cases, args, upstream.pid)
+            measured, by_round, every_round = await _cases(system, cases, args, upstream.pid)
             rows += measured
             notes += by_round
+            if name == "seedgate":
+                seedgate_rounds = every_round
             if name == "seedgate" and args.profile is not None:
                 notes.append(await _profile(system, args, upstream.pid))
             system.service.stop()
     finally:
         for service in reversed(services):
             service.stop()
-    return "\n\n".join([report.table(rows, cases), report.targets(rows), "\n".join(f"- {n}" for n in notes)])
+    return "\n\n".join(
+        [report.table(rows, cases), report.targets(rows, seedgate_rounds), "\n".join(f"- {n}" for n in notes)]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

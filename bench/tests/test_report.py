@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from bench.cases import Case, Row
 from bench.loadgen import Result
-from bench.report import cpu_ratio, median_round, rounds_note, targets
+from bench.report import cpu_ratio, median_round, paired_cpu_ratio, rounds_note, targets
 
 NON_STREAM = Case("non-stream", 16)
 RESPONSES = Case("responses", 16, api="responses")
@@ -96,3 +98,23 @@ def test_a_row_without_successful_requests_cannot_be_compared() -> None:
 def test_only_seedgate_rows_are_judged() -> None:
     rows = [_row(NON_STREAM, 0.3), _row(RESPONSES, 0.2, system="direct")]
     assert _line(targets(rows), "Responses CPU ms/req vs chat, non-stream c=16")[3] == "n/a"
+
+
+def test_with_rounds_the_verdict_is_the_median_of_per_round_ratios_not_of_the_median_rows() -> None:
+    # the machine slowed down in round 3 for both cases: per round Responses is 1 % dearer every time,
+    # while the median rows alone (0.330 vs 0.310) would say 6.5 %
+    chat = [_row(NON_STREAM, cpu) for cpu in (0.300, 0.310, 0.400, 0.305, 0.320)]
+    twin = [_row(RESPONSES, cpu * 1.01) for cpu in (0.300, 0.310, 0.400, 0.305, 0.320)]
+    twin[1] = _row(RESPONSES, 0.330)
+    assert paired_cpu_ratio(twin, chat) == pytest.approx(1.01)
+    rows = [median_round(chat), median_round(twin)]
+    line = _line(targets(rows, {NON_STREAM: chat, RESPONSES: twin}), "Responses CPU ms/req vs chat, non-stream c=16")
+    assert line[1].startswith("1.010 (median of 5 per-round ratios; median rounds ")
+    assert line[3] == "met"
+
+
+def test_per_round_ratios_skip_rounds_without_successful_requests() -> None:
+    chat = [_row(NON_STREAM, 0.3), _row(NON_STREAM, 0.3, ok=0), _row(NON_STREAM, 0.3)]
+    twin = [_row(RESPONSES, 0.33), _row(RESPONSES, 0.1), _row(RESPONSES, 0.36)]
+    assert paired_cpu_ratio(twin, chat) == pytest.approx(1.15)
+    assert paired_cpu_ratio([], chat) is None
