@@ -11,6 +11,7 @@ is opened again on the next turn; what this gateway did not seal falls back to t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,6 +58,7 @@ def _context(body: dict[str, Any], names: dict[str, tuple[str, str]]) -> Context
         encrypted=include is not None and isinstance(include, list) and ENCRYPTED_REASONING in include,
         store=store,
         input_items=input_items,
+        created_at=int(time.time()),
     )
 
 
@@ -93,7 +95,8 @@ class OpenAIResponses:
         return {**body, "input": [*record["input"], *record["response"]["output"], *current]}
 
     def parse(self, body: Any) -> ChatRequest:
-        model_of(body)
+        if not isinstance(body, dict):
+            raise invalid("body", "must be a JSON object")  # model_name() refused it already; for direct callers
         chat, tools = responses_to_chat(body, self._open_reasoning)
         headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
         request = parse_chat_request(chat, response_headers=headers, context=_context(body, tools.names))

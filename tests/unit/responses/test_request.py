@@ -6,7 +6,9 @@ from typing import Any
 
 import pytest
 
+from app.dialects.responses.dialect import OpenAIResponses
 from app.dialects.responses.request import responses_to_chat
+from app.dialects.responses.seal import Sealer
 from app.errors import InvalidRequest
 
 
@@ -176,3 +178,11 @@ def test_bad_input_is_refused_naming_the_field(body: dict[str, Any], param: str)
     with pytest.raises(InvalidRequest) as caught:
         chat(**body)
     assert caught.value.param == param
+
+
+def test_a_body_that_is_not_an_object_is_refused_by_the_dialect_itself() -> None:
+    dialect = OpenAIResponses(Sealer("master-key", "test"), store=None)  # type: ignore[arg-type]
+    bodies: list[Any] = [[], "hi", None]
+    for body in bodies:
+        with pytest.raises(InvalidRequest):
+            dialect.parse(body)
