@@ -73,6 +73,24 @@ def schedule(cases: list[Case], rounds: int) -> list[tuple[int, Case]]:
     return order
 
 
+def selected(cases: list[Case], wanted: str) -> list[Case]:
+    """The cases a ``--cases`` list names: ``NAME`` is every concurrency of that case, ``NAME@N`` only N's.
+
+    An empty list is every case; a name that matches nothing is an error, not an empty run.
+    """
+    names = [w.strip() for w in wanted.split(",") if w.strip()]
+    if not names:
+        return cases
+    chosen = []
+    for case in cases:
+        if case.name in names or f"{case.name}@{case.concurrency}" in names:
+            chosen.append(case)
+    unknown = [n for n in names if not any(n in (c.name, f"{c.name}@{c.concurrency}") for c in cases)]
+    if unknown:
+        raise SystemExit(f"bench: no such case: {', '.join(unknown)}")
+    return chosen
+
+
 def request_for(system: System, case: Case) -> bytes:
     text = "Say hello in a few words."
     if case.api == "responses":

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python bench
 import uvloop
 
 from bench import report, soak
-from bench.cases import Case, Row, matrix, measure, schedule
+from bench.cases import Case, Row, matrix, measure, schedule, selected
 from bench.procs import Service, rss_mb, thread_cpu
 from bench.targets import (
     System,
@@ -72,7 +72,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--with-litellm", action="store_true", help="include the LiteLLM proxy (bench/.venv-litellm)")
     parser.add_argument("--no-forwarder", action="store_true", help="skip the bare aiohttp forwarder")
     parser.add_argument("--systems", default="", help="comma-separated systems to run (default: all available)")
-    parser.add_argument("--cases", default="", help="comma-separated case names to run (default: all)")
+    parser.add_argument(
+        "--cases", default="", help="comma-separated case names, NAME@CONCURRENCY for one of its rows (default: all)"
+    )
     parser.add_argument("--soak", type=float, metavar="MINUTES", help="run a mixed-load soak of Seedgate instead")
     parser.add_argument("--sample-interval", type=float, default=30.0, help="soak sampling period in seconds")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="also record Seedgate with py-spy into DIR")
@@ -180,8 +182,7 @@ async def _profile(system: System, args: argparse.Namespace, upstream_pid: int) 
 
 
 async def _main(args: argparse.Namespace, workdir: Path) -> str:
-    wanted = {c for c in args.cases.split(",") if c}
-    cases = [c for c in matrix(args.open_streams) if not wanted or c.name in wanted]
+    cases = selected(matrix(args.open_streams), args.cases)
     upstream, upstream_url = start_upstream(sys.executable, workdir, args.load_core, args.slow_delay)
     services: list[Service] = [upstream]
     rows: list[Row] = []
