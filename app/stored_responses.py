@@ -33,8 +33,9 @@ class ResponseStore:
     def _associated(response_id: str, key_id: str) -> bytes:
         return f"{response_id}\x00{key_id}".encode()
 
-    async def save(self, response_id: str, key_id: str, record: dict[str, Any]) -> None:
-        sealed = self._sealer.seal(orjson.dumps(record), self._associated(response_id, key_id))
+    async def save(self, response_id: str, key_id: str, record: bytes) -> None:
+        """Keep ``record``, the JSON of ``{"response": ..., "input": [...]}``."""
+        sealed = self._sealer.seal(record, self._associated(response_id, key_id))
         async with self._db.write() as conn:
             await conn.execute(
                 insert(stored_responses).values(id=response_id, key_id=key_id, sealed=sealed, created_at=utcnow())

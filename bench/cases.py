@@ -23,6 +23,7 @@ Rules this module owns:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -159,7 +160,8 @@ async def measure(
     if warmup > 0:
         # the open-streams case warms up on fast streams: a slow one would outlast the warm-up tenfold
         script = "s20" if case.open_streams else case.script
-        await run(_job(system, Case(case.name, min(case.concurrency, 64), script), warmup, answer_timeout))
+        warm = dataclasses.replace(case, concurrency=min(case.concurrency, 64), script=script, open_streams=False)
+        await run(_job(system, warm, warmup, answer_timeout))  # the same API: Responses cases warm Responses
     job = _job(system, case, duration, answer_timeout)
     reset_peak_rss(system.pid)
     pids = sorted({system.pid, upstream_pid})

@@ -15,12 +15,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.responses.request import invalid, responses_to_chat
-from app.dialects.responses.response import Context, chat_to_response, echoed
+from app.dialects.responses.response import Context, chat_to_response, dumps, echoed, response_id
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 from app.errors import Envelope, GatewayError
@@ -109,9 +107,9 @@ class OpenAIResponses:
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
         context: Context = reply.context
-        response = chat_to_response(answer, context, self._sealer, reply.request_id, reply.model)
-        context.final = response
-        return orjson.dumps(response)
+        context.final = chat_to_response(answer, context, self._sealer, reply.request_id, reply.model)
+        context.final_id = response_id(reply.request_id)
+        return context.final
 
     def stream(self, request: ChatRequest, reply: Reply) -> ResponsesStream:
         return ResponsesStream(request.context, self._sealer, reply.request_id, reply.model)
@@ -124,7 +122,7 @@ class OpenAIResponses:
 
         async def save() -> None:
             if context.final is not None:
-                record = {"response": context.final, "input": context.input_items}
-                await self._store.save(context.final["id"], key_id, record)
+                record = b'{"response":%b,"input":%b}' % (context.final, dumps(context.input_items))
+                await self._store.save(context.final_id, key_id, record)
 
         return save

@@ -1,4 +1,4 @@
-"""Building Responses API objects: the response, its output items, usage (pure functions, no I/O).
+"""Writing Responses API objects as JSON bytes: the response, its output items, usage (pure, no I/O).
 
 - Ids derive from the request id: ``resp_<hex>``, items ``rs_<hex>``, ``msg_<hex>``, ``fc_<hex>_<n>``.
 - Output order: a ``reasoning`` item (when the upstream reasoned), a ``message`` item (when there is
@@ -10,13 +10,22 @@
   ``incomplete`` (``content_filter``), anything else -> ``completed``.
 - Usage: ``prompt_tokens`` -> ``input_tokens``, ``completion_tokens`` -> ``output_tokens``, cached and
   reasoning details likewise; missing figures are 0.
+
+Objects go straight to compact JSON bytes (fixed shapes filled in with ``%``; the variable parts --
+texts, echoed request fields -- through orjson), never through an intermediate dict: the response is
+written on every request, and the stored copy is the same bytes. Ids are ASCII built here, so they
+need no escaping.
 """
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from app.dialects.responses.seal import Sealer
 
@@ -27,6 +36,19 @@ DEFAULTS: dict[str, Any] = {"tool_choice": "auto", "parallel_tool_calls": True, 
 DEFAULTS |= {"text": {"format": {"type": "text"}}, "truncation": "disabled", "reasoning": {}}
 _ECHO_DEFAULTS: dict[str, Any] = {key: DEFAULTS.get(key) for key in ECHOED}  # in ECHOED's order
 _ECHOED = frozenset(ECHOED)
+_DEFAULT_ECHO_JSON = orjson.dumps(_ECHO_DEFAULTS)[1:-1]
+
+_RESPONSE = (
+    b'{"id":"resp_%b","object":"response","created_at":%d,"status":"%b","error":%b,"incomplete_details":%b,'
+    b'"model":%b,"output":[%b],"usage":%b,"store":%b,%b}'
+)
+_USAGE = (
+    b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d},"output_tokens":%d,'
+    b'"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}'
+)
+_MESSAGE = b'{"type":"message","id":"%b","status":"%b","role":"assistant","content":[%b]}'
+_OUTPUT_TEXT = b'{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}'
+EMPTY_OUTPUT_TEXT = _OUTPUT_TEXT % b'""'
 
 
 @dataclass(slots=True)
@@ -39,7 +61,23 @@ class Context:
     store: bool
     input_items: list[Any]  # the whole conversation sent (previous response's included), for the store
     created_at: int = field(default_factory=lambda: int(time.time()))
-    final: dict[str, Any] | None = None  # the finished response, once rendered or streamed
+    final: bytes | None = None  # the finished response's JSON, once rendered or streamed
+    final_id: str = ""  # and its id
+    _echo_json: bytes | None = None
+
+    def echo_json(self) -> bytes:
+        """The echoed fields as JSON object members (defaults for those the client left out)."""
+        if self._echo_json is None:
+            self._echo_json = dumps({**_ECHO_DEFAULTS, **self.echo})[1:-1] if self.echo else _DEFAULT_ECHO_JSON
+        return self._echo_json
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON; lone surrogates (from a stdlib-parsed upstream) escaped instead of an exception."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def echoed(body: dict[str, Any]) -> dict[str, Any]:
@@ -47,121 +85,115 @@ def echoed(body: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in body.items() if key in _ECHOED and value is not None}
 
 
-def response_id(request_id: str) -> str:
-    return "resp_" + request_id.removeprefix("req_")
-
-
 def item_id(prefix: str, request_id: str, n: int | None = None) -> str:
     base = f"{prefix}_{request_id.removeprefix('req_')}"
     return base if n is None else f"{base}_{n}"
 
 
-def status_for(finish_reason: str | None) -> tuple[str, dict[str, str] | None]:
+def status_for(finish_reason: str | None) -> tuple[str, str | None]:
+    """The response's status and, when incomplete, the reason."""
     reason = _INCOMPLETE.get(finish_reason or "")
-    return ("incomplete", {"reason": reason}) if reason else ("completed", None)
+    return ("incomplete", reason) if reason else ("completed", None)
 
 
-def usage_to_responses(usage: Any) -> dict[str, Any]:
+def usage_json(usage: Any) -> bytes:
     usage = usage if isinstance(usage, dict) else {}
-    prompt = _int(usage.get("prompt_tokens"))
-    completion = _int(usage.get("completion_tokens"))
-    prompt_details = usage.get("prompt_tokens_details")
-    completion_details = usage.get("completion_tokens_details")
-    cached = _int(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = _int(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
-    return {
-        "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning},
-        "total_tokens": prompt + completion,
-    }
+    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    details = usage.get("prompt_tokens_details")
+    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    details = usage.get("completion_tokens_details")
+    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
+    return _USAGE % (prompt, cached, completion, reasoning, prompt + completion)
 
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0  # not bool, not negative, not a float
 
 
-def reasoning_item(rid: str, text: str, context: Context, sealer: Sealer) -> dict[str, Any]:
+def reasoning_json(rid: str, text: str, context: Context, sealer: Sealer) -> bytes:
     item: dict[str, Any] = {"type": "reasoning", "id": rid, "summary": [{"type": "summary_text", "text": text}]}
     if context.encrypted:
         item["encrypted_content"] = sealer.seal(text.encode("utf-8", "surrogatepass"))
-    return item
+    return dumps(item)
 
 
-def message_item(mid: str, text: str, status: str = "completed") -> dict[str, Any]:
-    part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-    return {"type": "message", "id": mid, "status": status, "role": "assistant", "content": [part] if text else []}
+def output_text_json(text_json: bytes) -> bytes:
+    """An ``output_text`` content part around an already serialised text."""
+    return _OUTPUT_TEXT % text_json
 
 
-def call_item(
+def message_json(mid: str, part: bytes, status: str = "completed") -> bytes:
+    """A ``message`` item with one content part (``part``), or none (``b""``)."""
+    return _MESSAGE % (mid.encode(), status.encode(), part)
+
+
+def call_json(
     fid: str, call_id: str, name: str, arguments: str, context: Context, status: str = "completed"
-) -> dict[str, Any]:
+) -> tuple[bytes, str]:
+    """A ``function_call`` item, and the name it shows (a flattened namespace tool's own name)."""
     item: dict[str, Any] = {"type": "function_call", "id": fid, "call_id": call_id, "name": name}
     if name in context.names:
         item["namespace"], item["name"] = context.names[name]
     item["arguments"] = arguments
     item["status"] = status
-    return item
+    return dumps(item), item["name"]
 
 
-def response_object(
+def response_json(
     context: Context,
     *,
     request_id: str,
     model: str,
     status: str,
-    output: list[dict[str, Any]],
-    usage: dict[str, Any] | None,
-    incomplete: dict[str, str] | None = None,
+    output: Sequence[bytes],
+    usage: bytes = b"null",
+    incomplete: str | None = None,
     error: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "id": response_id(request_id),
-        "object": "response",
-        "created_at": context.created_at,
-        "status": status,
-        "error": error,
-        "incomplete_details": incomplete,
-        "model": model,
-        "output": output,
-        "usage": usage,
-        "store": context.store,
-        **_ECHO_DEFAULTS,
-    }
-    if context.echo:
-        response.update(context.echo)  # keys keep ECHOED's order
-    return response
+) -> bytes:
+    return _RESPONSE % (
+        request_id.removeprefix("req_").encode(),
+        context.created_at,
+        status.encode(),
+        b"null" if error is None else dumps(error),
+        b"null" if incomplete is None else b'{"reason":"%b"}' % incomplete.encode(),
+        dumps(model),
+        b",".join(output),
+        usage,
+        b"true" if context.store else b"false",
+        context.echo_json(),
+    )
 
 
-def chat_to_response(
-    answer: dict[str, Any], context: Context, sealer: Sealer, request_id: str, model: str
-) -> dict[str, Any]:
-    """A whole ``chat.completion`` -> a Response object (the first choice)."""
+def response_id(request_id: str) -> str:
+    return "resp_" + request_id.removeprefix("req_")
+
+
+def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, request_id: str, model: str) -> bytes:
+    """A whole ``chat.completion`` -> a Response object's JSON (the first choice)."""
     choices = answer.get("choices") or [{}]
     choice: dict[str, Any] = choices[0] if isinstance(choices[0], dict) else {}
     message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
-    output: list[dict[str, Any]] = []
+    output: list[bytes] = []
     reasoning = message.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
-        output.append(reasoning_item(item_id("rs", request_id), reasoning, context, sealer))
+        output.append(reasoning_json(item_id("rs", request_id), reasoning, context, sealer))
     text: str = message["content"] if isinstance(message.get("content"), str) else ""
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
     if text or not calls:
-        output.append(message_item(item_id("msg", request_id), text))
+        output.append(message_json(item_id("msg", request_id), output_text_json(dumps(text)) if text else b""))
     for n, call in enumerate(calls):
         function = call["function"]
         call_id: str = call["id"] if isinstance(call.get("id"), str) else item_id("call", request_id, n)
         name = function.get("name") if isinstance(function.get("name"), str) else ""
         arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
-        output.append(call_item(item_id("fc", request_id, n), call_id, name, arguments, context))
+        output.append(call_json(item_id("fc", request_id, n), call_id, name, arguments, context)[0])
     status, incomplete = status_for(choice.get("finish_reason"))
-    return response_object(
+    return response_json(
         context,
         request_id=request_id,
         model=model,
         status=status,
         output=output,
-        usage=usage_to_responses(answer.get("usage")),
+        usage=usage_json(answer.get("usage")),
         incomplete=incomplete,
     )

@@ -1,6 +1,6 @@
 """``chat.completion.chunk`` stream -> Responses stream events (docs/protocol.md 6.3).
 
-Every event is ``event: <type>`` + ``data: {..., "type", "sequence_number"}``, numbered from 0. The
+Every event is ``event: <type>`` + ``data: {"type", "sequence_number", ...}``, numbered from 0. The
 sequence: ``response.created``, ``response.in_progress``; then per output item, in the order the
 upstream produced them:
 
@@ -16,30 +16,36 @@ kind of output closes the open item. A stream cut before a ``finish_reason``, a 
 name, arguments of parallel calls interleaved after their item closed, or an upstream fault end in
 ``response.failed`` (the response with ``status: failed`` and ``error``). Idle periods get
 ``: keepalive`` comments. No ``[DONE]``.
+
+Events are written as bytes around already serialised members (``app.dialects.responses.response``):
+each item is serialised once, for its ``output_item.done`` and again inside the final response. The
+usual chunk -- one more piece of the open text -- is a single delta event from a precomputed frame.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
-
 from app.dialects.responses.response import (
+    EMPTY_OUTPUT_TEXT,
     Context,
-    call_item,
+    call_json,
+    dumps,
     item_id,
-    message_item,
-    reasoning_item,
-    response_object,
+    message_json,
+    output_text_json,
+    reasoning_json,
+    response_id,
+    response_json,
     status_for,
-    usage_to_responses,
+    usage_json,
 )
 from app.dialects.responses.seal import Sealer
 
 KEEPALIVE = b": keepalive\n\n"
 _FIELD = {"reasoning": "reasoning_content", "message": "content"}  # the delta field of each text item
 _OTHER = {"reasoning_content": "content", "content": "reasoning_content"}
+_NOT_FAST = (KeyError, TypeError, ValueError, IndexError)  # a chunk of another shape than one text piece
 
 
 class _Call:
@@ -60,7 +66,7 @@ class ResponseStreamTranslator:
         self._request_id = request_id
         self._model = model
         self._seq = 0
-        self._output: list[dict[str, Any]] = []  # finished items
+        self._output: list[bytes] = []  # finished items, serialised
         self._open: str | None = None  # "reasoning" | "message" | "call"
         self._text: list[str] = []
         self._calls: dict[int, _Call] = {}
@@ -73,42 +79,26 @@ class ResponseStreamTranslator:
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
-        payload = {"type": kind, "sequence_number": self._seq, **payload}
-        self._seq += 1
-        return b"event: " + kind.encode() + b"\ndata: " + _dumps(payload) + b"\n\n"
-
-    def _response_event(self, kind: str, response: bytes) -> bytes:
-        """Byte for byte ``_event(kind, {"response": ...})`` around an already serialised response."""
+    def _event(self, kind: str, members: bytes) -> bytes:
+        """``kind``'s event: its type and sequence number, then ``members`` (serialised JSON members)."""
         seq = self._seq
         self._seq = seq + 1
         name = kind.encode()
-        return b'event: %b\ndata: {"type":"%b","sequence_number":%d,"response":%b}\n\n' % (name, name, seq, response)
+        return b'event: %b\ndata: {"type":"%b","sequence_number":%d,%b}\n\n' % (name, name, seq, members)
 
     def _delta_event(self, text: str) -> bytes:
-        """The open text item's delta event: its precomputed framing around the sequence number and the text.
-
-        Byte for byte what ``_event`` writes for the same payload (same keys, same order, compact JSON).
-        """
+        """The open text item's delta event: its precomputed framing around the sequence number and the text."""
         seq = self._seq
         self._seq = seq + 1
         head, middle, tail = self._framing
-        try:
-            escaped = orjson.dumps(text)
-        except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped, as _event does
-            escaped = json.dumps(text).encode()
-        return b"%b%d%b%b%b" % (head, seq, middle, escaped, tail)
+        return b"%b%d%b%b%b" % (head, seq, middle, dumps(text), tail)
 
-    def _response(self, status: str, **extra: Any) -> dict[str, Any]:
-        return response_object(
-            self.context, request_id=self._request_id, model=self._model, status=status, output=[], usage=None, **extra
-        )
+    def _response(self, status: str, **extra: Any) -> bytes:
+        return response_json(self.context, request_id=self._request_id, model=self._model, status=status, **extra)
 
     def start(self) -> bytes:
-        response = _dumps(self._response("in_progress"))  # the same object in both events
-        return self._response_event("response.created", response) + self._response_event(
-            "response.in_progress", response
-        )
+        response = b'"response":' + self._response("in_progress", output=())  # the same object in both events
+        return self._event("response.created", response) + self._event("response.in_progress", response)
 
     def heartbeat(self) -> bytes:
         return KEEPALIVE
@@ -116,34 +106,42 @@ class ResponseStreamTranslator:
     def fail(self, code: str, message: str) -> bytes:
         out = bytearray()
         self._close(out)  # what was delivered stays a well-formed item of the failed response
-        response = self._response("failed", error={"code": code, "message": message})
-        response["output"] = self._output
-        return bytes(out) + self._event("response.failed", {"response": response})
+        response = self._response("failed", output=self._output, error={"code": code, "message": message})
+        return bytes(out) + self._event("response.failed", b'"response":' + response)
 
     # -- upstream chunks ---------------------------------------------------------------------------
 
     def feed(self, chunk: dict[str, Any], data: str = "") -> bytes:
         """The events one upstream chunk completes (``data``, its raw text, is not needed here).
 
-        The usual chunk -- one more piece of the open item's text -- is one delta event, written without
-        a buffer; anything else goes through ``_feed_choice``.
+        The usual chunk -- one choice whose delta continues the open text item, nothing else -- is one
+        delta event; anything else goes through ``_feed_choice``.
         """
-        if "usage" in chunk and isinstance(chunk["usage"], dict):
-            self._usage = chunk["usage"]
-        choices = chunk.get("choices")
-        if not choices or not isinstance(choices, list):
-            return b""
         key = self._fast
-        if key is not None and len(choices) == 1:
-            choice = choices[0]
-            delta = choice.get("delta") if isinstance(choice, dict) and not choice.get("finish_reason") else None
-            if isinstance(delta, dict) and choice.get("index") in (0, None):
-                text = delta.get(key)
-                if isinstance(text, str) and text and not delta.get(_OTHER[key]) and not delta.get("tool_calls"):
+        if key is not None:
+            try:
+                (choice,) = chunk["choices"]
+                delta = choice["delta"]
+                text = delta[key]
+            except _NOT_FAST:
+                pass
+            else:
+                if (
+                    isinstance(text, str)
+                    and text
+                    and not choice.get("finish_reason")
+                    and not delta.get(_OTHER[key])
+                    and not delta.get("tool_calls")
+                    and chunk.get("usage") is None
+                    and choice.get("index") in (0, None)
+                ):
                     self._text.append(text)
                     return self._delta_event(text)
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+        choices = chunk.get("choices")
         out = bytearray()
-        for choice in choices:
+        for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict) and choice.get("index") in (0, None):
                 self._feed_choice(choice, out)
         return bytes(out)
@@ -180,18 +178,12 @@ class ResponseStreamTranslator:
             return bytes(out) + self.fail("server_error", self._broken)
         self._close(out)
         status, incomplete = status_for(self._finish)
-        response = response_object(
-            self.context,
-            request_id=self._request_id,
-            model=self._model,
-            status=status,
-            output=self._output,
-            usage=usage_to_responses(self._usage),
-            incomplete=incomplete,
-        )
+        response = self._response(status, output=self._output, usage=usage_json(self._usage), incomplete=incomplete)
         self.context.final = response
+        self.context.final_id = response_id(self._request_id)
         kind = "response.completed" if status == "completed" else "response.incomplete"
-        return bytes(out) + self._event(kind, {"response": response})
+        out += self._event(kind, b'"response":' + response)
+        return bytes(out)
 
     # -- items -------------------------------------------------------------------------------------
 
@@ -207,18 +199,19 @@ class ResponseStreamTranslator:
     def _open_text_item(self, kind: str, out: bytearray) -> None:
         index = len(self._output)
         if kind == "reasoning":
-            item: dict[str, Any] = {"type": "reasoning", "id": self._rid, "summary": []}
-            out += self._event("response.output_item.added", {"output_index": index, "item": item})
-            part: dict[str, Any] = {"type": "summary_text", "text": ""}
-            common: dict[str, Any] = {"item_id": self._rid, "output_index": index, "summary_index": 0}
-            out += self._event("response.reasoning_summary_part.added", {**common, "part": part})
+            rid = self._rid
+            item = b'{"type":"reasoning","id":"%b","summary":[]}' % rid.encode()
+            out += self._event("response.output_item.added", b'"output_index":%d,"item":%b' % (index, item))
+            common = b'"item_id":"%b","output_index":%d,"summary_index":0' % (rid.encode(), index)
+            part = b'{"type":"summary_text","text":""}'
+            out += self._event("response.reasoning_summary_part.added", common + b',"part":' + part)
             self._framing = _framing("response.reasoning_summary_text.delta", common, b"}")
         else:
-            item = message_item(self._mid, "", status="in_progress")
-            out += self._event("response.output_item.added", {"output_index": index, "item": item})
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            common = {"item_id": self._mid, "output_index": index, "content_index": 0}
-            out += self._event("response.content_part.added", {**common, "part": part})
+            mid = self._mid
+            item = message_json(mid, b"", status="in_progress")
+            out += self._event("response.output_item.added", b'"output_index":%d,"item":%b' % (index, item))
+            common = b'"item_id":"%b","output_index":%d,"content_index":0' % (mid.encode(), index)
+            out += self._event("response.content_part.added", common + b',"part":' + EMPTY_OUTPUT_TEXT)
             self._framing = _framing("response.output_text.delta", common, b',"logprobs":[]}')
 
     @property
@@ -247,28 +240,30 @@ class ResponseStreamTranslator:
                 return
             call.arguments.append(arguments)
             if not call.pending:
-                out += self._event(
-                    "response.function_call_arguments.delta",
-                    {"item_id": self._fid(position), "output_index": call.index, "delta": arguments},
-                )
+                out += self._arguments_delta(position, call.index or 0, arguments)
         if call.pending and call.name is not None:
             self._open_item_for(position, call, out)
 
     def _fid(self, position: int) -> str:
         return item_id("fc", self._request_id, position)
 
+    def _arguments_delta(self, position: int, index: int, arguments: str) -> bytes:
+        members = b'"item_id":"%b","output_index":%d,"delta":%b' % (
+            self._fid(position).encode(),
+            index,
+            dumps(arguments),
+        )
+        return self._event("response.function_call_arguments.delta", members)
+
     def _open_item_for(self, position: int, call: _Call, out: bytearray) -> None:
         self._close(out)
         self._open, self._open_call = "call", position
         call.pending, call.index = False, len(self._output)
         call.call_id = call.call_id or item_id("call", self._request_id, position)
-        item = call_item(self._fid(position), call.call_id, call.name or "", "", self.context, status="in_progress")
-        out += self._event("response.output_item.added", {"output_index": call.index, "item": item})
+        item, _ = call_json(self._fid(position), call.call_id, call.name or "", "", self.context, status="in_progress")
+        out += self._event("response.output_item.added", b'"output_index":%d,"item":%b' % (call.index, item))
         if call.arguments:
-            out += self._event(
-                "response.function_call_arguments.delta",
-                {"item_id": self._fid(position), "output_index": call.index, "delta": "".join(call.arguments)},
-            )
+            out += self._arguments_delta(position, call.index, "".join(call.arguments))
 
     def _close(self, out: bytearray) -> None:
         kind, index = self._open, len(self._output)
@@ -280,42 +275,37 @@ class ResponseStreamTranslator:
             call = self._calls[position]
             arguments = "".join(call.arguments)
             fid = self._fid(position)
-            item = call_item(fid, call.call_id or "", call.name or "", arguments, self.context)
+            item, name = call_json(fid, call.call_id or "", call.name or "", arguments, self.context)
+            members = b'"item_id":"%b","output_index":%d,"name":%b,"arguments":%b'
             out += self._event(
                 "response.function_call_arguments.done",
-                {"item_id": fid, "output_index": index, "name": item["name"], "arguments": arguments},
+                members % (fid.encode(), index, dumps(name), dumps(arguments)),
             )
         else:
             text, self._text = "".join(self._text), []
+            text_json = dumps(text)
             if kind == "reasoning":
                 rid = self._rid
-                item = reasoning_item(rid, text, self.context, self._sealer)
-                common = {"item_id": rid, "output_index": index, "summary_index": 0}
-                out += self._event("response.reasoning_summary_text.done", {**common, "text": text})
-                part = {"type": "summary_text", "text": text}
-                out += self._event("response.reasoning_summary_part.done", {**common, "part": part})
+                item = reasoning_json(rid, text, self.context, self._sealer)
+                common = b'"item_id":"%b","output_index":%d,"summary_index":0' % (rid.encode(), index)
+                out += self._event("response.reasoning_summary_text.done", common + b',"text":' + text_json)
+                part = b'{"type":"summary_text","text":%b}' % text_json
+                out += self._event("response.reasoning_summary_part.done", common + b',"part":' + part)
             else:
                 mid = self._mid
-                item = message_item(mid, text)
-                common = {"item_id": mid, "output_index": index, "content_index": 0}
-                out += self._event("response.output_text.done", {**common, "text": text, "logprobs": []})
-                out += self._event("response.content_part.done", {**common, "part": item["content"][0]})
-        out += self._event("response.output_item.done", {"output_index": index, "item": item})
+                part = output_text_json(text_json)
+                item = message_json(mid, part)
+                common = b'"item_id":"%b","output_index":%d,"content_index":0' % (mid.encode(), index)
+                out += self._event("response.output_text.done", common + b',"text":%b,"logprobs":[]' % text_json)
+                out += self._event("response.content_part.done", common + b',"part":' + part)
+        out += self._event("response.output_item.done", b'"output_index":%d,"item":%b' % (index, item))
         self._output.append(item)
 
 
-def _framing(kind: str, common: dict[str, Any], tail: bytes) -> tuple[bytes, bytes, bytes]:
+def _framing(kind: str, common: bytes, tail: bytes) -> tuple[bytes, bytes, bytes]:
     """The bytes of a ``kind`` delta event before its sequence number, between it and the text, after the text.
 
-    The JSON object is ``{"type", "sequence_number", **common, "delta", ...tail}``, as ``_event`` orders it.
+    The JSON object is ``{"type", "sequence_number", <common>, "delta", ...tail}``, as ``_event`` writes it.
     """
-    fields = orjson.dumps(common)[1:-1]  # "item_id":...,"output_index":...: ids are ASCII, no escaping concerns
     head = b"event: " + kind.encode() + b'\ndata: {"type":"' + kind.encode() + b'","sequence_number":'
-    return head, b"," + fields + b',"delta":', tail + b"\n\n"
-
-
-def _dumps(value: Any) -> bytes:
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:  # lone surrogates from a stdlib-parsed upstream: escaped
-        return json.dumps(value, separators=(",", ":")).encode()
+    return head, b"," + common + b',"delta":', tail + b"\n\n"

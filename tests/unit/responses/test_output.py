@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from app.dialects.responses.response import Context, chat_to_response, usage_to_responses
+from app.dialects.responses.response import Context, chat_to_response, usage_json
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 
@@ -32,14 +32,14 @@ def test_usage_maps_cached_and_reasoning_details() -> None:
         "prompt_tokens_details": {"cached_tokens": 3},
         "completion_tokens_details": {"reasoning_tokens": 2},
     }
-    assert usage_to_responses(usage) == {
+    assert orjson.loads(usage_json(usage)) == {
         "input_tokens": 10,
         "input_tokens_details": {"cached_tokens": 3},
         "output_tokens": 5,
         "output_tokens_details": {"reasoning_tokens": 2},
         "total_tokens": 15,
     }
-    assert usage_to_responses(None)["total_tokens"] == 0
+    assert orjson.loads(usage_json(None))["total_tokens"] == 0
 
 
 def test_a_whole_answer_orders_reasoning_message_then_calls_and_maps_namespaces_back() -> None:
@@ -56,7 +56,7 @@ def test_a_whole_answer_orders_reasoning_message_then_calls_and_maps_namespaces_
         ]
     }
     ctx = context(names={"ns__run": ("ns", "run")}, encrypted=True, echo={"instructions": "i"})
-    response = chat_to_response(answer, ctx, SEALER, "req_abc", "model-x")
+    response = orjson.loads(chat_to_response(answer, ctx, SEALER, "req_abc", "model-x"))
     assert [item["type"] for item in response["output"]] == ["reasoning", "message", "function_call"]
     assert SEALER.open(response["output"][0]["encrypted_content"]) == b"why"
     call = response["output"][2]
@@ -173,7 +173,8 @@ def test_every_streamed_event_is_compact_json_numbered_in_order_including_the_sh
         head, data = block.split(b"\ndata: ")
         event = json.loads(data)  # the stdlib reads the escaped lone surrogate back
         assert head == b"event: " + event["type"].encode()
-        assert data == json.dumps(event, separators=(",", ":"), ensure_ascii=b"\\ud800" in data).encode()
+        ascii_data = "".join(c if ord(c) < 128 else f"\\u{ord(c):04x}" for c in data.decode())
+        assert ascii_data == json.dumps(event, separators=(",", ":"))  # compact, keys in the written order
         seen.append(event)
     assert [event["sequence_number"] for event in seen] == list(range(len(blocks)))
     assert seen[0]["response"] == seen[1]["response"]  # created and in_progress carry the same object
