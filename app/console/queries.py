@@ -151,6 +151,12 @@ async def holds_outstanding(db: Database) -> tuple[int, int]:
     return int(count), int(amount)
 
 
+async def key_count(db: Database) -> int:
+    """How many keys exist (revoked and expired included), counted by the database."""
+    async with db.read() as conn:
+        return int((await conn.execute(select(func.count()).select_from(api_keys))).scalar_one())
+
+
 async def search_keys(db: Database, text: str | None, *, limit: int = 200) -> list[dict[str, Any]]:
     """Keys whose id, name or key prefix/last four contain ``text`` (all when empty), newest first."""
     query = select(*VIEW_COLUMNS).order_by(api_keys.c.created_at.desc()).limit(limit)
