@@ -38,26 +38,15 @@ def message_id(reply: Reply) -> str:
     return "msg_" + reply.request_id.removeprefix("req_")
 
 
-class MessagesStream:
-    """Each OpenAI chunk becomes Messages stream events."""
+class MessagesStream(MessageStreamTranslator):
+    """The translator as the relay's ``StreamWriter``: its methods are the translator's own, no extra call per event."""
 
-    def __init__(self, translator: MessageStreamTranslator) -> None:
-        self._t = translator
-
-    def start(self) -> bytes:
-        return self._t.start()
-
-    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
-        return self._t.feed(chunk)
-
-    def done(self) -> bytes:
-        return self._t.finish()
+    chunk = MessageStreamTranslator.feed
+    done = MessageStreamTranslator.finish
+    heartbeat = MessageStreamTranslator.ping
 
     def error(self, error: GatewayError) -> bytes:
-        return self._t.fail(anthropic_error_type(error.status), error.message)
-
-    def heartbeat(self) -> bytes:
-        return self._t.ping()
+        return self.fail(anthropic_error_type(error.status), error.message)
 
 
 class AnthropicMessages:
@@ -84,5 +73,4 @@ class AnthropicMessages:
         return orjson.dumps(chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign))
 
     def stream(self, request: ChatRequest, reply: Reply) -> MessagesStream:
-        translator = MessageStreamTranslator(reply.model, message_id(reply), reply.prompt_tokens, self._sign)
-        return MessagesStream(translator)
+        return MessagesStream(reply.model, message_id(reply), reply.prompt_tokens, self._sign)

@@ -114,7 +114,8 @@ class MessageStreamTranslator:
     def fail(self, error_type: str, message: str) -> bytes:
         return encode_event("error", {"type": "error", "error": {"type": error_type, "message": message}})
 
-    def feed(self, chunk: dict[str, Any]) -> bytes:
+    def feed(self, chunk: dict[str, Any], data: str = "") -> bytes:
+        """The events one upstream chunk completes (``data``, its raw text, is not needed here)."""
         out = bytearray()
         usage = chunk.get("usage")
         if isinstance(usage, dict):
