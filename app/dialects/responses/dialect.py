@@ -18,7 +18,7 @@ from typing import Any
 from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.responses.request import invalid, responses_to_chat
-from app.dialects.responses.response import Context, chat_to_response, dumps, echoed, response_id
+from app.dialects.responses.response import Context, chat_to_response, dumps, echo_members, response_id
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 from app.errors import Envelope, GatewayError
@@ -50,14 +50,8 @@ def _context(body: dict[str, Any], names: dict[str, tuple[str, str]]) -> Context
         input_items = [{"type": "message", "role": "user", "content": raw_input}]
     else:
         input_items = list(raw_input or [])
-    return Context(
-        echo=echoed(body),
-        names=names,
-        encrypted=include is not None and isinstance(include, list) and ENCRYPTED_REASONING in include,
-        store=store,
-        input_items=input_items,
-        created_at=int(time.time()),
-    )
+    encrypted = include is not None and isinstance(include, list) and ENCRYPTED_REASONING in include
+    return Context(echo_members(body), names, encrypted, store, input_items, int(time.time()))
 
 
 class OpenAIResponses:

@@ -34,9 +34,9 @@ ECHOED: tuple[str, ...] = ("instructions", "tool_choice", "parallel_tool_calls",
 ECHOED += ("max_output_tokens", "previous_response_id", "reasoning", "text", "metadata", "user", "truncation", "tools")
 DEFAULTS: dict[str, Any] = {"tool_choice": "auto", "parallel_tool_calls": True, "tools": [], "metadata": {}}
 DEFAULTS |= {"text": {"format": {"type": "text"}}, "truncation": "disabled", "reasoning": {}}
-_ECHO_DEFAULTS: dict[str, Any] = {key: DEFAULTS.get(key) for key in ECHOED}  # in ECHOED's order
-_ECHOED = frozenset(ECHOED)
-_DEFAULT_ECHO_JSON = orjson.dumps(_ECHO_DEFAULTS)[1:-1]
+_ECHO_INDEX = {key: i for i, key in enumerate(ECHOED)}
+_ECHO_DEFAULT_MEMBERS = [orjson.dumps({key: DEFAULTS.get(key)})[1:-1] for key in ECHOED]
+_DEFAULT_ECHO_JSON = b",".join(_ECHO_DEFAULT_MEMBERS)
 
 _RESPONSE = (
     b'{"id":"resp_%b","object":"response","created_at":%d,"status":"%b","error":%b,"incomplete_details":%b,'
@@ -55,7 +55,7 @@ EMPTY_OUTPUT_TEXT = _OUTPUT_TEXT % b'""'
 class Context:
     """One request's Responses-only facts, kept from parse to render and to the store."""
 
-    echo: dict[str, Any]  # the echoed fields the client set (not null); ``echoed(body)``
+    echo: bytes  # the echoed request fields as JSON object members: ``echo_members(body)``
     names: dict[str, tuple[str, str]]  # flattened tool name -> (namespace, name)
     encrypted: bool  # include: ["reasoning.encrypted_content"]
     store: bool
@@ -63,13 +63,6 @@ class Context:
     created_at: int = field(default_factory=lambda: int(time.time()))
     final: bytes | None = None  # the finished response's JSON, once rendered or streamed
     final_id: str = ""  # and its id
-    _echo_json: bytes | None = None
-
-    def echo_json(self) -> bytes:
-        """The echoed fields as JSON object members (defaults for those the client left out)."""
-        if self._echo_json is None:
-            self._echo_json = dumps({**_ECHO_DEFAULTS, **self.echo})[1:-1] if self.echo else _DEFAULT_ECHO_JSON
-        return self._echo_json
 
 
 def dumps(value: Any) -> bytes:
@@ -80,9 +73,17 @@ def dumps(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
-def echoed(body: dict[str, Any]) -> dict[str, Any]:
-    """The fields of ``ECHOED`` the request set to something other than null."""
-    return {key: value for key, value in body.items() if key in _ECHOED and value is not None}
+def echo_members(body: dict[str, Any]) -> bytes:
+    """The request fields a response repeats (``ECHOED``, in that order) as JSON object members: the
+    client's value where it set one (not null), else the default."""
+    members = None
+    for key, value in body.items():
+        index = _ECHO_INDEX.get(key)
+        if index is not None and value is not None:
+            if members is None:
+                members = _ECHO_DEFAULT_MEMBERS.copy()
+            members[index] = b'"%b":%b' % (key.encode(), dumps(value))  # ECHOED's keys are ASCII
+    return _DEFAULT_ECHO_JSON if members is None else b",".join(members)
 
 
 def item_id(prefix: str, request_id: str, n: int | None = None) -> str:
@@ -160,7 +161,7 @@ def response_json(
         b",".join(output),
         usage,
         b"true" if context.store else b"false",
-        context.echo_json(),
+        context.echo,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from app.dialects.responses.response import Context, chat_to_response, usage_json
+from app.dialects.responses.response import ECHOED, Context, chat_to_response, echo_members, usage_json
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 
@@ -16,7 +16,8 @@ SEALER = Sealer("master-key", "test purpose")
 
 def context(**fields: Any) -> Context:
     base: dict[str, Any] = {"echo": {}, "names": {}, "encrypted": False, "store": False, "input_items": []}
-    return Context(**(base | fields))
+    merged = base | fields
+    return Context(**(merged | {"echo": echo_members(merged["echo"])}))
 
 
 def events(raw: bytes) -> list[dict[str, Any]]:
@@ -211,3 +212,27 @@ def test_nothing_is_delivered_after_the_upstream_broke_the_stream_even_mid_text(
     )
     assert [e["delta"] for e in seen if e["type"] == "response.output_text.delta"] == ["x"]
     assert seen[-1]["type"] == "response.failed"
+
+
+def test_echoed_fields_keep_the_documented_order_with_defaults_for_those_left_out_or_null() -> None:
+    response = orjson.loads(
+        chat_to_response(
+            {"choices": [{"message": {"content": "x"}, "finish_reason": "stop"}]},
+            context(echo={"tools": [{"type": "function", "name": "f"}], "top_p": None, "instructions": "i"}),
+            SEALER,
+            "req_1",
+            "m",
+        )
+    )
+    echoed = list(response)[list(response).index("store") + 1 :]
+    assert echoed == list(ECHOED)
+    assert (response["instructions"], response["tools"], response["top_p"]) == (
+        "i",
+        [{"type": "function", "name": "f"}],
+        None,
+    )
+    assert (response["tool_choice"], response["truncation"], response["text"]) == (
+        "auto",
+        "disabled",
+        {"format": {"type": "text"}},
+    )
