@@ -2,14 +2,16 @@
 
 A producer task reads the upstream body, decodes SSE and JSON, and queues chunks; the consumer (the
 client's response, ``app.outbound``) takes them as they come, formats them through the dialect's
-``StreamWriter`` and sends heartbeats while the upstream is silent.
+``StreamWriter`` and sends heartbeats while the upstream is silent. Events already at hand when the
+consumer asks go out together, in one write (a burst costs one write, and nothing waits for it).
 
 The queue is bounded (``RELAY_QUEUE_EVENTS``): when the client reads slower than the upstream writes,
 the producer stops reading, and TCP back-pressure reaches the upstream instead of the gateway
 buffering the answer in memory.
 
 The relay fills in the request's ``Outcome`` as it goes -- usage when it arrives, output tokens of
-every delta handed to the client -- and marks how the stream ended: ``[DONE]`` or a finish (ok),
+every delta delivered to the client (counted once the write carrying it went through, i.e. when the
+consumer asks for more, or with the stream's end) -- and marks how the stream ended: ``[DONE]`` or a finish (ok),
 upstream EOF, an error event, a read timeout or the total deadline (upstream_*), the client leaving
 or stalling, or the gateway shutting down.
 """
@@ -158,6 +160,7 @@ class Relay:
         self._ended = False
         self._closed = False
         self._finish_reason: str | None = None
+        self._unsent = 0  # output tokens in the bytes handed out but not known to be written yet
 
     async def prime(self) -> GatewayError | None:
         """Wait for the upstream's first event; an error here can still become an HTTP status."""
@@ -176,7 +179,10 @@ class Relay:
         return self
 
     async def __anext__(self) -> bytes:
+        self._deliver()  # asked for more: the bytes handed out last were written
         out = await self._next_bytes()
+        if self._ended:
+            self._deliver()  # the upstream's end is in these bytes: the whole answer was produced and handed out
         if self.outcome.complete and self._on_complete is not None:
             # e.g. a stored Responses answer: saved before the client, having read its end, can chain to it
             on_complete, self._on_complete = self._on_complete, None
@@ -201,22 +207,23 @@ class Relay:
                     return self._writer.heartbeat()
             out = self._consume(item)
             if out is not None:
-                return out
+                return out + self._at_hand()
 
     def _at_hand(self) -> bytes:
-        """Client bytes of the events already here (primed or queued), up to the first that makes any.
+        """Client bytes of every event already here (primed or queued), to go out in the same write.
 
-        The stream's head goes out with them in one write: ``prime`` has waited for the first event
-        already, so this delays nothing; it never waits for the upstream.
+        It never waits for the upstream, so it delays nothing: a burst of events (the upstream flushed
+        several at once) costs one write instead of one each. At most the queue's bound of events.
         """
+        parts = []
         while not self._ended:
             item = self._pending.pop(0) if self._pending else self._events.take()
             if item is None:
                 break
             out = self._consume(item)
             if out is not None:
-                return out
-        return b""
+                parts.append(out)
+        return b"".join(parts)
 
     def _consume(self, item: Any) -> bytes | None:
         if item is _DONE:
@@ -235,6 +242,12 @@ class Relay:
         self._account(chunk)
         return self._writer.chunk(chunk, data) or None
 
+    def _deliver(self) -> None:
+        """Count the output of the bytes handed out as delivered (``outcome.output_tokens`` bills a cut stream)."""
+        if self._unsent:
+            self.outcome.output_tokens += self._unsent
+            self._unsent = 0
+
     def _fail(self, error: GatewayError) -> bytes:
         self.outcome.status = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"
         return self._writer.error(error)
@@ -248,7 +261,7 @@ class Relay:
             if isinstance(choice, dict):
                 if choice.get("finish_reason"):
                     self._finish_reason = choice["finish_reason"]
-                outcome.output_tokens += output_tokens(choice.get("delta"))
+                self._unsent += output_tokens(choice.get("delta"))
 
     def stop(self, status: str, error: GatewayError | None = None) -> bytes:
         """The gateway or the client ends the stream early: the closing error event, if one is still due."""

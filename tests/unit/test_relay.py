@@ -100,13 +100,71 @@ class HeadedWriter:
         return b"beat;"
 
 
-async def test_the_head_goes_out_with_the_events_already_at_hand_up_to_the_first_that_prints() -> None:
+async def test_the_head_goes_out_with_every_event_already_at_hand() -> None:
     events = UpstreamEvents(CountingResponse(3), deadline=deadline())
     relay = Relay(events, HeadedWriter(), Outcome(), heartbeat_interval=1)
     assert await relay.prime() is None
-    await asyncio.sleep(0.05)  # the upstream's other events are queued meanwhile
-    assert await relay.__anext__() == b"head;1;"  # event 0 printed nothing; event 1 joined the head
-    assert [part async for part in relay] == [b"2;", b"error;"]  # no finish_reason nor usage: incomplete
+    await asyncio.sleep(0.05)  # the upstream's other events, and its end, are queued meanwhile
+    assert await relay.__anext__() == b"head;1;2;error;"  # event 0 printed nothing; no finish: incomplete
+    assert [part async for part in relay] == []
+    await relay.aclose()
+
+
+class WordsResponse(CountingResponse):
+    """``events`` content deltas of one word each, released ``burst`` at a time, then a finish and ``[DONE]``."""
+
+    def __init__(self, events: int, *, burst: int) -> None:
+        super().__init__(events)
+        self.burst = burst
+        self.release = asyncio.Event()
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for index in range(self.events):
+            if index % self.burst == 0:
+                await self.release.wait()
+                self.release.clear()
+            delta = '{"content": "word"}'
+            yield f'data: {{"n": {index + 1}, "choices": [{{"index": 0, "delta": {delta}}}]}}\n\n'.encode()
+        await self.release.wait()
+        yield b'data: {"n": 0, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
+
+
+async def test_a_burst_of_events_already_here_is_one_write_and_counts_once_written() -> None:
+    response = WordsResponse(6, burst=3)
+    outcome = Outcome()
+    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
+    response.release.set()
+    assert await relay.prime() is None
+    await asyncio.sleep(0.05)  # the whole first burst is queued
+    first = await relay.__anext__()
+    assert first == b"head;1;2;3;"  # one write for the burst, not one per event
+    assert outcome.output_tokens == 0, "counted before the client's write of them had gone through"
+    response.release.set()
+    second = await relay.__anext__()  # asking for more: the first write went through
+    assert outcome.output_tokens == 3
+    assert second.startswith(b"4;")
+    response.release.set()
+    rest = [part async for part in relay]
+    assert (second + b"".join(rest)).endswith(b"done;")
+    assert outcome.output_tokens == 6
+    assert outcome.complete
+    await relay.aclose()
+
+
+async def test_output_in_a_write_that_never_went_through_is_not_counted() -> None:
+    response = WordsResponse(4, burst=2)
+    outcome = Outcome()
+    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
+    response.release.set()
+    assert await relay.prime() is None
+    await asyncio.sleep(0.05)
+    assert await relay.__anext__() == b"head;1;2;"
+    response.release.set()
+    await asyncio.sleep(0.05)
+    assert await relay.__anext__() == b"3;4;"  # the first write went through
+    relay.stop("client_disconnected")  # the second did not: the client left
+    assert outcome.output_tokens == 2
+    assert outcome.status == "client_disconnected"
     await relay.aclose()
 
 
@@ -160,4 +218,20 @@ async def test_an_incomplete_stream_never_runs_the_completion_hook() -> None:
     assert await relay.prime() is None
     assert [part async for part in relay][-1] == b"error;"
     assert calls == []
+    await relay.aclose()
+
+
+async def test_the_output_of_the_last_write_counts_even_if_the_client_leaves_right_after_it() -> None:
+    response = WordsResponse(3, burst=3)
+    outcome = Outcome()
+    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
+    response.release.set()
+    assert await relay.prime() is None
+    await asyncio.sleep(0.05)
+    response.release.set()  # the finish and [DONE] too
+    await asyncio.sleep(0.05)
+    assert (await relay.__anext__()).endswith(b"done;")  # the whole answer in one write, its end included
+    relay.stop("client_disconnected")  # a client that closes as soon as it has the end: nothing more asked
+    assert outcome.output_tokens == 3
+    assert outcome.complete
     await relay.aclose()
