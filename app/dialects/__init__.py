@@ -28,8 +28,8 @@ from app.errors import Envelope, GatewayError
 DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+@dataclass(slots=True)
+class Reply:  # not frozen: built on every request, and a frozen dataclass's __init__ costs ~0.3 us more
     """What shaping an answer needs to know about its request."""
 
     request_id: str
