@@ -161,6 +161,7 @@ class Relay:
         self._closed = False
         self._finish_reason: str | None = None
         self._unsent = 0  # output tokens in the bytes handed out but not known to be written yet
+        self._flush: Callable[[], bytes] | None = getattr(writer, "flush", None)  # optional, see StreamWriter
 
     async def prime(self) -> GatewayError | None:
         """Wait for the upstream's first event; an error here can still become an HTTP status."""
@@ -201,6 +202,9 @@ class Relay:
             if self._pending:
                 item = self._pending.pop(0)
             else:
+                held = self._flush() if self._flush is not None else b""
+                if held:
+                    return held  # never wait for the upstream with bytes held back
                 try:
                     item = await self._events.next(self._heartbeat)
                 except TimeoutError:
@@ -223,6 +227,8 @@ class Relay:
             out = self._consume(item)
             if out is not None:
                 parts.append(out)
+        if self._flush is not None:
+            parts.append(self._flush())
         return b"".join(parts)
 
     def _consume(self, item: Any) -> bytes | None:

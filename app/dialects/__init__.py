@@ -39,7 +39,13 @@ class Reply:  # not frozen: built on every request, and a frozen dataclass's __i
 
 
 class StreamWriter(Protocol):
-    """Client bytes for one relayed stream; each method may return ``b""``."""
+    """Client bytes for one relayed stream; each method may return ``b""``.
+
+    A writer may also have ``flush() -> bytes``: what it held back from ``chunk`` to join with the
+    events that follow (Responses merges the text pieces of a burst into one delta event). The relay
+    calls it at the end of every write and before it waits for the upstream, so nothing is held while
+    the client could have it.
+    """
 
     def start(self) -> bytes: ...
     def chunk(self, chunk: dict[str, Any], data: str) -> bytes: ...

@@ -235,3 +235,31 @@ async def test_the_output_of_the_last_write_counts_even_if_the_client_leaves_rig
     assert outcome.output_tokens == 3
     assert outcome.complete
     await relay.aclose()
+
+
+class HoldingWriter(HeadedWriter):
+    """Holds every chunk back until ``flush``, as the Responses writer holds text pieces."""
+
+    def __init__(self) -> None:
+        self.held: list[str] = []
+
+    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
+        self.held.append(f"{chunk['n']};")
+        return b""
+
+    def flush(self) -> bytes:
+        out, self.held = "".join(self.held).encode(), []
+        return out
+
+
+async def test_held_bytes_go_out_with_their_write_and_never_wait_for_the_upstream() -> None:
+    response = WordsResponse(4, burst=2)
+    relay = Relay(UpstreamEvents(response, deadline=deadline()), HoldingWriter(), Outcome(), heartbeat_interval=5)
+    response.release.set()
+    assert await relay.prime() is None
+    await asyncio.sleep(0.05)
+    assert await relay.__anext__() == b"head;1;2;"  # the burst, flushed at the end of its write
+    response.release.set()
+    # one event at a time now: each is flushed before the relay waits for the next, not held until then
+    assert await asyncio.wait_for(relay.__anext__(), 1) in (b"3;", b"3;4;")
+    await relay.aclose()

@@ -19,7 +19,8 @@ name, arguments of parallel calls interleaved after their item closed, or an ups
 
 Events are written as bytes around already serialised members (``app.dialects.responses.response``):
 each item is serialised once, for its ``output_item.done`` and again inside the final response. The
-usual chunk -- one more piece of the open text -- is a single delta event from a precomputed frame.
+usual chunk -- one more piece of the open text -- is held back and the pieces of one write are joined
+into a single delta event (``flush``, called by the relay), framed from precomputed bytes.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class ResponseStreamTranslator:
         self._broken: str | None = None
         self._framing: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # the open text item's delta events
         self._fast: str | None = None  # the delta field that continues the open text item, if one is open
+        self._held: list[str] = []  # text pieces of the open item not written yet (see flush)
 
     # -- events ------------------------------------------------------------------------------------
 
@@ -104,7 +106,7 @@ class ResponseStreamTranslator:
         return KEEPALIVE
 
     def fail(self, code: str, message: str) -> bytes:
-        out = bytearray()
+        out = bytearray(self.flush())
         self._close(out)  # what was delivered stays a well-formed item of the failed response
         response = self._response("failed", output=self._output, error={"code": code, "message": message})
         return bytes(out) + self._event("response.failed", b'"response":' + response)
@@ -114,8 +116,9 @@ class ResponseStreamTranslator:
     def feed(self, chunk: dict[str, Any], data: str = "") -> bytes:
         """The events one upstream chunk completes (``data``, its raw text, is not needed here).
 
-        The usual chunk -- one choice whose delta continues the open text item, nothing else -- is one
-        delta event; anything else goes through ``_feed_choice``.
+        The usual chunk -- one choice whose delta continues the open text item, nothing else -- is held
+        back and written by ``flush`` with the pieces that follow it in the same write (one delta event
+        for a burst); anything else writes what is held first, then goes through ``_feed_choice``.
         """
         key = self._fast
         if key is not None:
@@ -136,11 +139,12 @@ class ResponseStreamTranslator:
                     and choice.get("index") in (0, None)
                 ):
                     self._text.append(text)
-                    return self._delta_event(text)
+                    self._held.append(text)  # written by flush(), joined with the pieces that follow
+                    return b""
         if isinstance(chunk.get("usage"), dict):
             self._usage = chunk["usage"]
         choices = chunk.get("choices")
-        out = bytearray()
+        out = bytearray(self.flush())
         for choice in choices if isinstance(choices, list) else ():
             if isinstance(choice, dict) and choice.get("index") in (0, None):
                 self._feed_choice(choice, out)
@@ -162,8 +166,16 @@ class ResponseStreamTranslator:
         if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
             self._finish = choice["finish_reason"]
 
+    def flush(self) -> bytes:
+        """The text pieces held back since the last write, as one delta event of the open item."""
+        if not self._held:
+            return b""
+        text = "".join(self._held)
+        self._held.clear()
+        return self._delta_event(text)
+
     def finish(self) -> bytes:
-        out = bytearray()
+        out = bytearray(self.flush())
         if self._broken is None and self._finish is None:
             self._broken = "The upstream stream ended before the response was complete."
         for position in sorted(self._calls):

@@ -236,3 +236,22 @@ def test_echoed_fields_keep_the_documented_order_with_defaults_for_those_left_ou
         "disabled",
         {"format": {"type": "text"}},
     )
+
+
+def test_the_text_pieces_of_one_write_become_one_delta_in_order_with_the_other_events() -> None:
+    translator = ResponseStreamTranslator(context(), SEALER, "req_1", "m")
+    raw = translator.start() + translator.feed(delta(content="a"))  # opens the item: written at once
+    assert translator.feed(delta(content="b")) == b""
+    assert translator.feed(delta(content="c")) == b""  # held for the write
+    raw += translator.flush()
+    raw += translator.feed(delta(content="d")) + translator.feed(delta(reasoning_content="r"))  # "d" first
+    raw += translator.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + translator.finish()
+    seen = events(raw)
+    assert [e["delta"] for e in seen if e["type"] == "response.output_text.delta"] == ["a", "bc", "d"]
+    kinds = [e["type"] for e in seen]
+    assert kinds.index("response.output_text.done") > max(
+        i for i, k in enumerate(kinds) if k == "response.output_text.delta"
+    )
+    assert [e["sequence_number"] for e in seen] == list(range(len(seen)))
+    assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "abcd"
+    assert translator.flush() == b""
