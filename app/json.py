@@ -1,4 +1,5 @@
-"""JSON in and out with orjson: request bodies parsed with a depth limit, responses rendered exactly.
+"""JSON in and out with orjson: request bodies parsed with a depth limit, responses rendered exactly,
+values written compactly (``dumps_compact``, the one fallback for what orjson refuses to write).
 
 Rule owned here: a request body nested deeper than ``MAX_JSON_DEPTH`` (containers inside containers)
 is refused with a 400 ``json_too_deep`` before any other code sees it. orjson reads up to 1024 levels
@@ -9,6 +10,7 @@ comes near 64.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -21,6 +23,15 @@ MAX_JSON_DEPTH = 64
 
 def json_response(content: Any, status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(content), status_code=status_code, headers=headers, media_type="application/json")
+
+
+def dumps_compact(value: Any) -> bytes:
+    """Compact JSON. What orjson refuses to write -- lone surrogates and integers beyond 64 bits, both
+    possible in values the stdlib parsed (an upstream's) -- the stdlib writes instead, escaped."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def parse_request_json(raw: bytes) -> Any:

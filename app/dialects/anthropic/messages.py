@@ -26,12 +26,10 @@ Error messages name the field (``messages.2.content.0.text``) and never repeat c
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import orjson
-
 from app.dialects.anthropic.errors import AnthropicRequestError
+from app.json import dumps_compact
 
 _USER_ONLY = frozenset({"image", "document", "tool_result"})
 _ASSISTANT_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking"})
@@ -252,8 +250,4 @@ def _tool_call(block: dict[str, Any], param: str) -> dict[str, Any]:
 
 
 def compact_json(value: Any) -> str:
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # orjson refuses integers beyond 64 bits and lone surrogates, which the stdlib parser can produce.
-        return json.dumps(value, separators=(",", ":"))
+    return dumps_compact(value).decode()  # orjson's refusals (big integers, lone surrogates) via the stdlib

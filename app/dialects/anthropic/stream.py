@@ -23,24 +23,18 @@ Invariants of the produced stream:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from app.dialects.anthropic.response import stop_reason_for, synthetic_tool_id, usage_to_anthropic
 from app.dialects.anthropic.tokens import estimate_tokens_from_counts
+from app.json import dumps_compact
 
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 
 def encode_event(event_type: str, payload: dict[str, Any]) -> bytes:
-    try:
-        data = orjson.dumps(payload)
-    except orjson.JSONEncodeError:
-        # Lone surrogates (possible when the upstream JSON was parsed by the stdlib) are escaped instead.
-        data = json.dumps(payload, separators=(",", ":")).encode()
+    data = dumps_compact(payload)  # lone surrogates (a stdlib-parsed upstream) escaped, never an exception
     return b"event: " + event_type.encode() + b"\ndata: " + data + b"\n\n"
 
 

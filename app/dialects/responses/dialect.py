@@ -18,10 +18,11 @@ from typing import Any
 from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.responses.request import invalid, responses_to_chat
-from app.dialects.responses.response import Context, chat_to_response, dumps, echo_members, response_id
+from app.dialects.responses.response import Context, chat_to_response, echo_members, response_id
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 from app.errors import Envelope, GatewayError
+from app.json import dumps_compact
 from app.stored_responses import ResponseStore
 
 log = logging.getLogger("seedgate.responses")
@@ -116,7 +117,7 @@ class OpenAIResponses:
 
         async def save() -> None:
             if context.final is not None:
-                record = b'{"response":%b,"input":%b}' % (context.final, dumps(context.input_items))
+                record = b'{"response":%b,"input":%b}' % (context.final, dumps_compact(context.input_items))
                 await self._store.save(context.final_id, key_id, record)
 
         return save

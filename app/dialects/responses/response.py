@@ -19,7 +19,6 @@ need no escaping.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 import orjson
 
 from app.dialects.responses.seal import Sealer
+from app.json import dumps_compact
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 ECHOED: tuple[str, ...] = ("instructions", "tool_choice", "parallel_tool_calls", "temperature", "top_p")
@@ -65,14 +65,6 @@ class Context:
     final_id: str = ""  # and its id
 
 
-def dumps(value: Any) -> bytes:
-    """Compact JSON; lone surrogates (from a stdlib-parsed upstream) escaped instead of an exception."""
-    try:
-        return orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode()
-
-
 def echo_members(body: dict[str, Any]) -> bytes:
     """The request fields a response repeats (``ECHOED``, in that order) as JSON object members: the
     client's value where it set one (not null), else the default."""
@@ -82,7 +74,7 @@ def echo_members(body: dict[str, Any]) -> bytes:
         if index is not None and value is not None:
             if members is None:
                 members = _ECHO_DEFAULT_MEMBERS.copy()
-            members[index] = b'"%b":%b' % (key.encode(), dumps(value))  # ECHOED's keys are ASCII
+            members[index] = b'"%b":%b' % (key.encode(), dumps_compact(value))  # ECHOED's keys are ASCII
     return _DEFAULT_ECHO_JSON if members is None else b",".join(members)
 
 
@@ -115,7 +107,7 @@ def reasoning_json(rid: str, text: str, context: Context, sealer: Sealer) -> byt
     item: dict[str, Any] = {"type": "reasoning", "id": rid, "summary": [{"type": "summary_text", "text": text}]}
     if context.encrypted:
         item["encrypted_content"] = sealer.seal(text.encode("utf-8", "surrogatepass"))
-    return dumps(item)
+    return dumps_compact(item)
 
 
 def output_text_json(text_json: bytes) -> bytes:
@@ -137,7 +129,7 @@ def call_json(
         item["namespace"], item["name"] = context.names[name]
     item["arguments"] = arguments
     item["status"] = status
-    return dumps(item), item["name"]
+    return dumps_compact(item), item["name"]
 
 
 def response_json(
@@ -155,9 +147,9 @@ def response_json(
         request_id.removeprefix("req_").encode(),
         context.created_at,
         status.encode(),
-        b"null" if error is None else dumps(error),
+        b"null" if error is None else dumps_compact(error),
         b"null" if incomplete is None else b'{"reason":"%b"}' % incomplete.encode(),
-        dumps(model),
+        dumps_compact(model),
         b",".join(output),
         usage,
         b"true" if context.store else b"false",
@@ -181,7 +173,7 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
     text: str = message["content"] if isinstance(message.get("content"), str) else ""
     calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
     if text or not calls:
-        output.append(message_json(item_id("msg", request_id), output_text_json(dumps(text)) if text else b""))
+        output.append(message_json(item_id("msg", request_id), output_text_json(dumps_compact(text)) if text else b""))
     for n, call in enumerate(calls):
         function = call["function"]
         call_id: str = call["id"] if isinstance(call.get("id"), str) else item_id("call", request_id, n)

@@ -31,7 +31,6 @@ from app.dialects.responses.response import (
     EMPTY_OUTPUT_TEXT,
     Context,
     call_json,
-    dumps,
     item_id,
     message_json,
     output_text_json,
@@ -42,6 +41,7 @@ from app.dialects.responses.response import (
     usage_json,
 )
 from app.dialects.responses.seal import Sealer
+from app.json import dumps_compact
 
 KEEPALIVE = b": keepalive\n\n"
 _FIELD = {"reasoning": "reasoning_content", "message": "content"}  # the delta field of each text item
@@ -93,7 +93,7 @@ class ResponseStreamTranslator:
         seq = self._seq
         self._seq = seq + 1
         head, middle, tail = self._framing
-        return b"%b%d%b%b%b" % (head, seq, middle, dumps(text), tail)
+        return b"%b%d%b%b%b" % (head, seq, middle, dumps_compact(text), tail)
 
     def _response(self, status: str, **extra: Any) -> bytes:
         return response_json(self.context, request_id=self._request_id, model=self._model, status=status, **extra)
@@ -263,7 +263,7 @@ class ResponseStreamTranslator:
         members = b'"item_id":"%b","output_index":%d,"delta":%b' % (
             self._fid(position).encode(),
             index,
-            dumps(arguments),
+            dumps_compact(arguments),
         )
         return self._event("response.function_call_arguments.delta", members)
 
@@ -291,11 +291,11 @@ class ResponseStreamTranslator:
             members = b'"item_id":"%b","output_index":%d,"name":%b,"arguments":%b'
             out += self._event(
                 "response.function_call_arguments.done",
-                members % (fid.encode(), index, dumps(name), dumps(arguments)),
+                members % (fid.encode(), index, dumps_compact(name), dumps_compact(arguments)),
             )
         else:
             text, self._text = "".join(self._text), []
-            text_json = dumps(text)
+            text_json = dumps_compact(text)
             if kind == "reasoning":
                 rid = self._rid
                 item = reasoning_json(rid, text, self.context, self._sealer)
