@@ -129,13 +129,22 @@ class WordsResponse(CountingResponse):
         yield b'data: {"n": 0, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}\n\ndata: [DONE]\n\n'
 
 
-async def test_a_burst_of_events_already_here_is_one_write_and_counts_once_written() -> None:
-    response = WordsResponse(6, burst=3)
+async def first_burst_queued(
+    response: WordsResponse, writer: Any = None, *, heartbeat_interval: float = 1
+) -> tuple[Relay, Outcome]:
+    """A primed relay over ``response`` whose first burst has been released and is queued."""
     outcome = Outcome()
-    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
+    events = UpstreamEvents(response, deadline=deadline())
+    relay = Relay(events, writer or HeadedWriter(), outcome, heartbeat_interval=heartbeat_interval)
     response.release.set()
     assert await relay.prime() is None
-    await asyncio.sleep(0.05)  # the whole first burst is queued
+    await asyncio.sleep(0.05)
+    return relay, outcome
+
+
+async def test_a_burst_of_events_already_here_is_one_write_and_counts_once_written() -> None:
+    response = WordsResponse(6, burst=3)
+    relay, outcome = await first_burst_queued(response)
     first = await relay.__anext__()
     assert first == b"head;1;2;3;"  # one write for the burst, not one per event
     assert outcome.output_tokens == 0, "counted before the client's write of them had gone through"
@@ -153,11 +162,7 @@ async def test_a_burst_of_events_already_here_is_one_write_and_counts_once_writt
 
 async def test_output_in_a_write_that_never_went_through_is_not_counted() -> None:
     response = WordsResponse(4, burst=2)
-    outcome = Outcome()
-    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
-    response.release.set()
-    assert await relay.prime() is None
-    await asyncio.sleep(0.05)
+    relay, outcome = await first_burst_queued(response)
     assert await relay.__anext__() == b"head;1;2;"
     response.release.set()
     await asyncio.sleep(0.05)
@@ -223,11 +228,7 @@ async def test_an_incomplete_stream_never_runs_the_completion_hook() -> None:
 
 async def test_the_output_of_the_last_write_counts_even_if_the_client_leaves_right_after_it() -> None:
     response = WordsResponse(3, burst=3)
-    outcome = Outcome()
-    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
-    response.release.set()
-    assert await relay.prime() is None
-    await asyncio.sleep(0.05)
+    relay, outcome = await first_burst_queued(response)
     response.release.set()  # the finish and [DONE] too
     await asyncio.sleep(0.05)
     assert (await relay.__anext__()).endswith(b"done;")  # the whole answer in one write, its end included
@@ -254,10 +255,7 @@ class HoldingWriter(HeadedWriter):
 
 async def test_held_bytes_go_out_with_their_write_and_never_wait_for_the_upstream() -> None:
     response = WordsResponse(4, burst=2)
-    relay = Relay(UpstreamEvents(response, deadline=deadline()), HoldingWriter(), Outcome(), heartbeat_interval=5)
-    response.release.set()
-    assert await relay.prime() is None
-    await asyncio.sleep(0.05)
+    relay, _ = await first_burst_queued(response, HoldingWriter(), heartbeat_interval=5)
     assert await relay.__anext__() == b"head;1;2;"  # the burst, flushed at the end of its write
     response.release.set()
     # one event at a time now: each is flushed before the relay waits for the next, not held until then
