@@ -1,6 +1,6 @@
 """Validation of ``POST /v1/chat/completions`` bodies and the allow-list of what goes upstream.
 
-The upstream body is rebuilt from ``_FIELDS`` only: a client can never choose the destination or
+The upstream body is rebuilt from ``FIELDS`` only: a client can never choose the destination or
 smuggle provider options (``api_base``, headers...). Unknown fields are dropped silently, as many
 clients send fields of newer API versions. Every check failure is an ``InvalidRequest`` (400) whose
 ``param`` names the field; nothing here can raise anything else.
@@ -20,10 +20,11 @@ from typing import Any
 from app.errors import InvalidRequest
 
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
-_EFFORT = {"none": "minimal", "minimal": "minimal", "low": "low", "medium": "medium", "high": "high"}
-_EFFORT |= {"xhigh": "high", "max": "high"}
+TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+EFFORT = {"none": "minimal", "minimal": "minimal", "low": "low", "medium": "medium", "high": "high"}
+EFFORT |= {"xhigh": "high", "max": "high"}
 MAX_N = 16
+MAX_TOKENS = 2**31 - 1  # the largest max_tokens accepted
 
 
 @dataclass(slots=True)
@@ -51,7 +52,7 @@ def _number(name: str, lo: float, hi: float) -> Callable[[Any], Any]:
     return check
 
 
-def _integer(name: str, lo: int, hi: int) -> Callable[[Any], Any]:
+def integer(name: str, lo: int, hi: int) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise _fail(f"'{name}' must be an integer between {lo} and {hi}.", name)
@@ -96,7 +97,7 @@ def _tools(value: Any) -> Any:
         if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(fn, dict):
             raise _fail("Each tool must be {'type': 'function', 'function': {...}}.", f"tools[{i}]")
         name = fn.get("name")
-        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
             raise _fail("Tool names must match ^[a-zA-Z0-9_-]{1,64}$.", f"tools[{i}].function.name")
         if "parameters" in fn and not isinstance(fn["parameters"], dict):
             raise _fail("'parameters' must be a JSON Schema object.", f"tools[{i}].function.parameters")
@@ -126,8 +127,8 @@ def _response_format(value: Any) -> Any:
 
 
 def _reasoning_effort(value: Any) -> Any:
-    if isinstance(value, str) and value in _EFFORT:
-        return _EFFORT[value]
+    if isinstance(value, str) and value in EFFORT:
+        return EFFORT[value]
     raise _fail("'reasoning_effort' must be one of none, minimal, low, medium, high, xhigh, max.", "reasoning_effort")
 
 
@@ -137,16 +138,16 @@ def _thinking(value: Any) -> Any:
     raise _fail("'thinking' must be {'type': 'enabled' | 'disabled' | 'auto'}.", "thinking")
 
 
-_FIELDS: dict[str, Callable[[Any], Any]] = {
+FIELDS: dict[str, Callable[[Any], Any]] = {
     "temperature": _number("temperature", 0, 2),
     "top_p": _number("top_p", 0, 1),
     "frequency_penalty": _number("frequency_penalty", -2, 2),
     "presence_penalty": _number("presence_penalty", -2, 2),
     "stop": _stop,
     "logprobs": _of_type("logprobs", bool, "a boolean"),
-    "top_logprobs": _integer("top_logprobs", 0, 20),
+    "top_logprobs": integer("top_logprobs", 0, 20),
     "logit_bias": _logit_bias,
-    "seed": _integer("seed", -(2**63), 2**63 - 1),
+    "seed": integer("seed", -(2**63), 2**63 - 1),
     "user": _of_type("user", str, "a string"),
     "tools": _tools,
     "tool_choice": _tool_choice,
@@ -157,8 +158,8 @@ _FIELDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-_check_n = _integer("n", 1, MAX_N)
-_MAX_TOKENS = [(name, _integer(name, 1, 2**31 - 1)) for name in ("max_completion_tokens", "max_tokens")]
+_check_n = integer("n", 1, MAX_N)
+_MAX_TOKENS_CHECKS = [(name, integer(name, 1, MAX_TOKENS)) for name in ("max_completion_tokens", "max_tokens")]
 
 
 def _messages(value: Any) -> list[dict[str, Any]]:
@@ -204,8 +205,8 @@ def parse_chat_request(
     """Validate a Chat Completions body; a dialect's ``response_headers`` and ``context`` ride along."""
     model = model_of(body)
     forward: dict[str, Any] = {"messages": _messages(body.get("messages"))}
-    for name, value in body.items():  # the body's few fields, not all of _FIELDS
-        check = _FIELDS.get(name)
+    for name, value in body.items():  # the body's few fields, not all of FIELDS
+        check = FIELDS.get(name)
         if check is not None and value is not None:
             forward[name] = check(value)
     if "top_logprobs" in forward and forward.get("logprobs") is not True:
@@ -228,7 +229,7 @@ def parse_chat_request(
 
     n = body.get("n")
     n = 1 if n is None else _check_n(n)
-    limits = [check(body[name]) for name, check in _MAX_TOKENS if body.get(name) is not None]
+    limits = [check(body[name]) for name, check in _MAX_TOKENS_CHECKS if body.get(name) is not None]
     return ChatRequest(
         model=model,
         body=forward,

@@ -11,14 +11,13 @@ is opened again on the next turn; what this gateway did not seal falls back to t
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from app.chat_request import ChatRequest, model_of, parse_chat_request
-from app.dialects import DROPPED_TOOLS_HEADER, Reply
-from app.dialects.responses.request import invalid, responses_to_chat
-from app.dialects.responses.response import Context, chat_to_response, echo_members, response_id
+from app.chat_request import ChatRequest, model_of
+from app.dialects import Reply
+from app.dialects.responses.request import invalid, parse_responses
+from app.dialects.responses.response import Context, chat_to_response, response_id
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
 from app.errors import Envelope, GatewayError
@@ -26,8 +25,6 @@ from app.json import dumps_compact
 from app.stored_responses import ResponseStore
 
 log = logging.getLogger("seedgate.responses")
-
-ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
 class ResponsesStream(ResponseStreamTranslator):
@@ -38,21 +35,6 @@ class ResponsesStream(ResponseStreamTranslator):
 
     def error(self, error: GatewayError) -> bytes:
         return self.fail(error.code or "server_error", error.message)
-
-
-def _context(body: dict[str, Any], names: dict[str, tuple[str, str]]) -> Context:
-    """The request's Responses-only facts (``store`` and ``include`` are validated by the caller, after)."""
-    include = body.get("include")
-    store = body.get("store", True) is True
-    raw_input = body.get("input")
-    if not store:
-        input_items: list[Any] = []  # kept for the store only
-    elif isinstance(raw_input, str):
-        input_items = [{"type": "message", "role": "user", "content": raw_input}]
-    else:
-        input_items = list(raw_input or [])
-    encrypted = include is not None and isinstance(include, list) and ENCRYPTED_REASONING in include
-    return Context(echo_members(body), names, encrypted, store, input_items, int(time.time()))
 
 
 class OpenAIResponses:
@@ -90,15 +72,7 @@ class OpenAIResponses:
     def parse(self, body: Any) -> ChatRequest:
         if not isinstance(body, dict):
             raise invalid("body", "must be a JSON object")  # model_name() refused it already; for direct callers
-        chat, tools = responses_to_chat(body, self._open_reasoning)
-        headers = {DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools.dropped else {}
-        request = parse_chat_request(chat, response_headers=headers, context=_context(body, tools.names))
-        store, include = body.get("store", True), body.get("include")
-        if not isinstance(store, bool):
-            raise invalid("store", "must be a boolean")
-        if include is not None and (not isinstance(include, list) or not all(isinstance(i, str) for i in include)):
-            raise invalid("include", "must be an array of strings")
-        return request
+        return parse_responses(body, self._open_reasoning)
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
         context: Context = reply.context

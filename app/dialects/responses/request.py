@@ -1,10 +1,10 @@
-"""A Responses API body -> a Chat Completions body for the upstream (pure; validation included).
+"""A Responses API body -> the ``ChatRequest`` for the upstream (pure; validation included).
 
 Rules (docs/protocol.md 6.1, 6.4):
 
 - ``instructions`` becomes the first ``system`` message; ``input`` is a string (one user message) or a
   list of items. Message items (``type`` ``message`` or absent) keep their role (``developer`` ->
-  ``system`` later, in ``app.chat_request``); ``input_text``/``output_text``/``text`` parts become text,
+  ``system``, as Ark may refuse it); ``input_text``/``output_text``/``text`` parts become text,
   ``input_image`` an ``image_url`` part; a lone text part becomes a plain string; assistant content is
   one string.
 - ``function_call`` items join the assistant message just before them (a new one if the previous
@@ -18,10 +18,16 @@ Rules (docs/protocol.md 6.1, 6.4):
   ``<namespace>__<name>`` (``Tools.names`` maps them back); every other type (``web_search``...) runs
   on OpenAI's side only and is dropped, named in ``Tools.dropped``. A request whose only tools are
   such, or whose ``tool_choice`` forces one, is a 400 naming it.
-- ``reasoning.effort`` -> ``reasoning_effort``, ``max_output_tokens`` -> ``max_completion_tokens``,
-  ``text.format`` -> ``response_format``; ``temperature``, ``top_p``, ``parallel_tool_calls``, ``user``
-  pass; ``metadata`` is only echoed. Unknown fields are ignored. Every failure is an ``InvalidRequest``
-  whose ``param`` names the field; messages never repeat client content.
+  Function tool names follow chat's rule (``^[a-zA-Z0-9_-]{1,64}$``), ``parameters`` is an object.
+- ``reasoning.effort`` -> ``reasoning_effort`` (mapped as in ``app.chat_request``), ``max_output_tokens``
+  -> the request's output limit, ``text.format`` -> ``response_format``; ``temperature``, ``top_p``,
+  ``parallel_tool_calls``, ``user`` pass under chat's own rules (``app.chat_request.FIELDS``);
+  ``metadata`` is only echoed; ``stream``, ``store`` and ``include`` are the request's own. A ``null``
+  field counts as absent, unknown fields are ignored. Every failure is an ``InvalidRequest`` whose
+  ``param`` names the field; messages never repeat client content.
+
+The body is checked in one walk over its fields (``_READERS``), not field by field: this runs on every
+request, and the Responses endpoint should cost no more than chat's.
 """
 
 from __future__ import annotations
@@ -31,11 +37,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from app.chat_request import EFFORT, FIELDS, MAX_TOKENS, TOOL_NAME, ChatRequest, integer, model_of
+from app.dialects import DROPPED_TOOLS_HEADER
+from app.dialects.responses.response import Context, echo_members
 from app.errors import InvalidRequest
 
 _MESSAGE_ROLES = frozenset({"user", "system", "developer", "assistant"})
 _TEXT_PARTS = frozenset({"input_text", "output_text", "text", "summary_text", "reasoning_text"})
 _UNSAFE_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
 
 def invalid(param: str, problem: str) -> InvalidRequest:
@@ -49,45 +59,151 @@ class Tools:
     dropped: list[str] = field(default_factory=list)  # types of tools the upstream cannot run
 
 
-def responses_to_chat(
-    body: dict[str, Any], open_reasoning: Callable[[str], str | None]
-) -> tuple[dict[str, Any], Tools]:
-    """Return the chat body (``model``, ``messages``, options) and what became of the tools."""
-    messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if instructions is not None:
-        if not isinstance(instructions, str):
-            raise invalid("instructions", "must be a string")
-        if instructions:
-            messages.append({"role": "system", "content": instructions})
-    messages.extend(input_messages(body.get("input"), open_reasoning))
+def parse_responses(body: dict[str, Any], open_reasoning: Callable[[str], str | None]) -> ChatRequest:
+    """Validate a Responses body (an object) and translate it: the ``ChatRequest`` for the upstream, its
+    ``context`` the request's ``Context``, the dropped tools named in its ``response_headers``.
+
+    One walk over the body's fields: each field's rule is its entry in ``_READERS``; a ``null`` field
+    counts as absent. ``input`` is read last, after the walk, as it is required.
+    """
+    model = model_of(body)
+    fields = _Fields()
+    for key, value in body.items():  # the body's few fields, not all the readers
+        read = _READERS.get(key)
+        if read is not None and value is not None:
+            read(fields, value)
+    raw_input: Any = body.get("input")
+    messages = input_messages(raw_input, open_reasoning)
+    if fields.instructions:
+        messages.insert(0, {"role": "system", "content": fields.instructions})
     if not messages:
         raise invalid("input", "must not be empty")
-    chat: dict[str, Any] = {"model": body.get("model"), "messages": messages}
-    tools = convert_tools(body.get("tools"))
-    if tools.chat:
-        chat["tools"] = tools.chat
-    choice = tool_choice(body.get("tool_choice"), tools)
-    if choice is not None:
-        chat["tool_choice"] = choice
-    for name in ("temperature", "top_p", "parallel_tool_calls", "user", "stream"):
-        if body.get(name) is not None:
-            chat[name] = body[name]
-    if body.get("max_output_tokens") is not None:
-        chat["max_completion_tokens"] = body["max_output_tokens"]
-    reasoning = body.get("reasoning")
-    if reasoning is not None:
-        if not isinstance(reasoning, dict):
-            raise invalid("reasoning", "must be an object")
-        if reasoning.get("effort") is not None:
-            chat["reasoning_effort"] = reasoning["effort"]
-    response_format = text_format(body.get("text"))
+    forward = fields.forward
+    forward["messages"] = messages
+    tools = fields.tools
+    if tools is not None and tools.chat:
+        forward["tools"] = tools.chat
+    if fields.store:  # the conversation so far, for the store only
+        input_items = (
+            [{"type": "message", "role": "user", "content": raw_input}]
+            if isinstance(raw_input, str)
+            else list(raw_input)
+        )
+    else:
+        input_items = []
+    context = Context(
+        echo_members(body), {} if tools is None else tools.names, fields.encrypted, fields.store, input_items
+    )
+    return ChatRequest(
+        model=model,
+        body=forward,
+        stream=fields.stream,
+        include_usage=False,
+        n=1,
+        max_output_tokens=fields.max_output_tokens,
+        response_headers={DROPPED_TOOLS_HEADER: ",".join(tools.dropped)} if tools is not None and tools.dropped else {},
+        context=context,
+    )
+
+
+class _Fields:
+    """What the walk over a Responses body collected (see ``_READERS``)."""
+
+    __slots__ = ("encrypted", "forward", "instructions", "max_output_tokens", "store", "stream", "tools")
+
+    def __init__(self) -> None:
+        self.forward: dict[str, Any] = {}  # chat options to send upstream, validated
+        self.instructions = ""
+        self.tools: Tools | None = None
+        self.stream = False
+        self.max_output_tokens: int | None = None
+        self.store = True  # OpenAI's default
+        self.encrypted = False  # include: ["reasoning.encrypted_content"]
+
+
+def _instructions(fields: _Fields, value: Any) -> None:
+    if not isinstance(value, str):
+        raise invalid("instructions", "must be a string")
+    fields.instructions = value
+
+
+def _tools(fields: _Fields, value: Any) -> None:
+    fields.tools = convert_tools(value)
+
+
+def _tool_choice(fields: _Fields, value: Any) -> None:
+    fields.forward["tool_choice"] = tool_choice(value)
+
+
+def _passed(name: str) -> Callable[[_Fields, Any], None]:
+    """A field chat has under the same name and rule (``app.chat_request.FIELDS``)."""
+    check = FIELDS[name]
+
+    def read(fields: _Fields, value: Any) -> None:
+        fields.forward[name] = check(value)
+
+    return read
+
+
+def _boolean(name: str) -> Callable[[_Fields, Any], None]:
+    def read(fields: _Fields, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise invalid(name, "must be a boolean")
+        setattr(fields, name, value)
+
+    return read
+
+
+_check_max_output_tokens = integer("max_output_tokens", 1, MAX_TOKENS)
+
+
+def _max_output_tokens(fields: _Fields, value: Any) -> None:
+    fields.max_output_tokens = _check_max_output_tokens(value)
+
+
+def _reasoning(fields: _Fields, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise invalid("reasoning", "must be an object")
+    effort = value.get("effort")
+    if effort is not None:
+        if not isinstance(effort, str) or effort not in EFFORT:
+            raise invalid("reasoning.effort", f"must be one of {', '.join(EFFORT)}")
+        fields.forward["reasoning_effort"] = EFFORT[effort]
+
+
+def _text(fields: _Fields, value: Any) -> None:
+    response_format = text_format(value)
     if response_format is not None:
-        chat["response_format"] = response_format
-    metadata = body.get("metadata")
-    if metadata is not None and not isinstance(metadata, dict):
-        raise invalid("metadata", "must be an object")
-    return chat, tools
+        fields.forward["response_format"] = response_format
+
+
+def _metadata(fields: _Fields, value: Any) -> None:
+    if not isinstance(value, dict):
+        raise invalid("metadata", "must be an object")  # only echoed
+
+
+def _include(fields: _Fields, value: Any) -> None:
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise invalid("include", "must be an array of strings")
+    fields.encrypted = ENCRYPTED_REASONING in value
+
+
+_READERS: dict[str, Callable[[_Fields, Any], None]] = {
+    "instructions": _instructions,
+    "tools": _tools,
+    "tool_choice": _tool_choice,
+    "temperature": _passed("temperature"),
+    "top_p": _passed("top_p"),
+    "parallel_tool_calls": _passed("parallel_tool_calls"),
+    "user": _passed("user"),
+    "stream": _boolean("stream"),
+    "store": _boolean("store"),
+    "max_output_tokens": _max_output_tokens,
+    "reasoning": _reasoning,
+    "text": _text,
+    "metadata": _metadata,
+    "include": _include,
+}
 
 
 def input_messages(raw: Any, open_reasoning: Callable[[str], str | None]) -> list[dict[str, Any]]:
@@ -139,6 +255,8 @@ def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
     role = item.get("role")
     if role not in _MESSAGE_ROLES:
         raise invalid(f"{param}.role", "must be one of 'user', 'assistant', 'system', 'developer'")
+    if role == "developer":
+        role = "system"  # Ark may refuse developer
     content = item.get("content")
     if isinstance(content, str):
         return {"role": role, "content": content}
@@ -262,20 +380,25 @@ def _function_tool(tool: dict[str, Any], param: str, namespace: str | None, tool
     name = tool.get("name")
     if not isinstance(name, str) or not name:
         raise invalid(f"{param}.name", "must be a non-empty string")
+    if namespace is None and not TOOL_NAME.match(name):
+        raise invalid(f"{param}.name", "must match ^[a-zA-Z0-9_-]{1,64}$")
     function: dict[str, Any] = {"name": name}
     if namespace is not None:
         function["name"] = flat_name(namespace, name)
         tools.names[function["name"]] = (namespace, name)
     if isinstance(tool.get("description"), str):
         function["description"] = tool["description"]
-    if tool.get("parameters") is not None:
-        function["parameters"] = tool["parameters"]
+    parameters = tool.get("parameters")
+    if parameters is not None:
+        if not isinstance(parameters, dict):
+            raise invalid(f"{param}.parameters", "must be a JSON Schema object")
+        function["parameters"] = parameters
     if isinstance(tool.get("strict"), bool):
         function["strict"] = tool["strict"]
     return {"type": "function", "function": function}
 
 
-def tool_choice(raw: Any, tools: Tools) -> Any:
+def tool_choice(raw: Any) -> Any:
     if raw is None or raw in ("auto", "none", "required"):
         return raw
     if not isinstance(raw, dict) or not isinstance(raw.get("type"), str):

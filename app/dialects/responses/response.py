@@ -49,6 +49,15 @@ _USAGE = (
 _MESSAGE = b'{"type":"message","id":"%b","status":"%b","role":"assistant","content":[%b]}'
 _OUTPUT_TEXT = b'{"type":"output_text","text":%b,"annotations":[],"logprobs":[]}'
 EMPTY_OUTPUT_TEXT = _OUTPUT_TEXT % b'""'
+# the usual answer -- one text, no reasoning, no tool call -- in one template: ``_RESPONSE`` with no error,
+# one ``_MESSAGE`` item holding one ``_OUTPUT_TEXT``, and ``_USAGE`` in place (placeholders: the response's
+# hex id, created_at, status, incomplete_details, model, the message's hex id, text, the five usage counts,
+# store, the echoed members)
+_TEXT_RESPONSE = (
+    _RESPONSE.replace(b'"error":%b', b'"error":null', 1)
+    .replace(b'"output":[%b]', b'"output":[' + _MESSAGE % (b"msg_%b", b"completed", _OUTPUT_TEXT) + b"]", 1)
+    .replace(b'"usage":%b', b'"usage":' + _USAGE, 1)
+)
 
 
 @dataclass(slots=True)
@@ -90,17 +99,32 @@ def status_for(finish_reason: str | None) -> tuple[str, str | None]:
 
 
 def usage_json(usage: Any) -> bytes:
-    usage = usage if isinstance(usage, dict) else {}
-    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    return _USAGE % usage_counts(usage)
+
+
+def usage_counts(usage: Any) -> tuple[int, int, int, int, int]:
+    """A chat ``usage``'s input, cached, output, reasoning and total tokens; a figure that is not a count
+    (not an int, a bool or negative) is 0. Written out inline, no helper per figure: it runs on every request."""
+    if type(usage) is not dict:
+        usage = {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if type(prompt) is not int or prompt < 0:
+        prompt = 0
+    if type(completion) is not int or completion < 0:
+        completion = 0
+    cached: Any = 0
+    reasoning: Any = 0
     details = usage.get("prompt_tokens_details")
-    cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    if type(details) is dict:
+        cached = details.get("cached_tokens")
+        if type(cached) is not int or cached < 0:
+            cached = 0
     details = usage.get("completion_tokens_details")
-    reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else 0
-    return _USAGE % (prompt, cached, completion, reasoning, prompt + completion)
-
-
-def _count(value: Any) -> int:
-    return value if type(value) is int and value >= 0 else 0  # not bool, not negative, not a float
+    if type(details) is dict:
+        reasoning = details.get("reasoning_tokens")
+        if type(reasoning) is not int or reasoning < 0:
+            reasoning = 0
+    return prompt, cached, completion, reasoning, prompt + completion
 
 
 def reasoning_json(rid: str, text: str, context: Context, sealer: Sealer) -> bytes:
@@ -163,24 +187,45 @@ def response_id(request_id: str) -> str:
 
 def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, request_id: str, model: str) -> bytes:
     """A whole ``chat.completion`` -> a Response object's JSON (the first choice)."""
-    choices = answer.get("choices") or [{}]
-    choice: dict[str, Any] = choices[0] if isinstance(choices[0], dict) else {}
-    message: dict[str, Any] = choice["message"] if isinstance(choice.get("message"), dict) else {}
-    output: list[bytes] = []
+    choices = answer.get("choices")
+    choice = choices[0] if type(choices) is list and choices and type(choices[0]) is dict else {}
+    message = choice.get("message")
+    if type(message) is not dict:
+        message = {}
     reasoning = message.get("reasoning_content")
-    if isinstance(reasoning, str) and reasoning:
+    text = message.get("content")
+    if type(text) is not str:
+        text = ""
+    raw_calls = message.get("tool_calls")
+    status, incomplete = status_for(choice.get("finish_reason"))
+    if text and not reasoning and not raw_calls:
+        hex_id = request_id.removeprefix("req_").encode()
+        return _TEXT_RESPONSE % (
+            hex_id,
+            context.created_at,
+            status.encode(),
+            b"null" if incomplete is None else b'{"reason":"%b"}' % incomplete.encode(),
+            dumps_compact(model),
+            hex_id,
+            dumps_compact(text),
+            *usage_counts(answer.get("usage")),
+            b"true" if context.store else b"false",
+            context.echo,
+        )
+    output: list[bytes] = []
+    if type(reasoning) is str and reasoning:
         output.append(reasoning_json(item_id("rs", request_id), reasoning, context, sealer))
-    text: str = message["content"] if isinstance(message.get("content"), str) else ""
-    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict) and isinstance(c.get("function"), dict)]
+    calls = (
+        [c for c in raw_calls if type(c) is dict and type(c.get("function")) is dict] if type(raw_calls) is list else []
+    )
     if text or not calls:
-        output.append(message_json(item_id("msg", request_id), output_text_json(dumps_compact(text)) if text else b""))
+        output.append(message_json(item_id("msg", request_id), _OUTPUT_TEXT % dumps_compact(text) if text else b""))
     for n, call in enumerate(calls):
         function = call["function"]
         call_id: str = call["id"] if isinstance(call.get("id"), str) else item_id("call", request_id, n)
         name = function.get("name") if isinstance(function.get("name"), str) else ""
         arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
         output.append(call_json(item_id("fc", request_id, n), call_id, name, arguments, context)[0])
-    status, incomplete = status_for(choice.get("finish_reason"))
     return response_json(
         context,
         request_id=request_id,

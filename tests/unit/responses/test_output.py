@@ -6,10 +6,22 @@ import json
 from typing import Any
 
 import orjson
+import pytest
 
-from app.dialects.responses.response import ECHOED, Context, chat_to_response, echo_members, usage_json
+from app.dialects.responses.response import (
+    ECHOED,
+    Context,
+    chat_to_response,
+    echo_members,
+    message_json,
+    output_text_json,
+    response_json,
+    status_for,
+    usage_json,
+)
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
+from app.json import dumps_compact
 
 SEALER = Sealer("master-key", "test purpose")
 
@@ -66,6 +78,31 @@ def test_a_whole_answer_orders_reasoning_message_then_calls_and_maps_namespaces_
     assert response["incomplete_details"] == {"reason": "max_output_tokens"}
     assert (response["id"], response["model"], response["instructions"]) == ("resp_abc", "model-x", "i")
     assert response["tool_choice"] == "auto"
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", "content_filter", None])
+def test_a_text_answer_in_one_template_is_byte_for_byte_what_the_item_writers_write(finish: str | None) -> None:
+    text = 'h\u00e9 "quoted" \ud800 </script>'
+    usage = {
+        "prompt_tokens": 7,
+        "completion_tokens": 4,
+        "prompt_tokens_details": {"cached_tokens": 2},
+        "completion_tokens_details": {"reasoning_tokens": 1},
+    }
+    answer = {"choices": [{"finish_reason": finish, "message": {"content": text, "tool_calls": []}}], "usage": usage}
+    ctx = context(echo={"instructions": "i", "metadata": {"a": 1}}, store=True)
+    status, incomplete = status_for(finish)
+    part = output_text_json(dumps_compact(text))
+    expected = response_json(
+        ctx,
+        request_id="req_abc",
+        model="model-x",
+        status=status,
+        output=[message_json("msg_abc", part)],
+        usage=usage_json(usage),
+        incomplete=incomplete,
+    )
+    assert chat_to_response(answer, ctx, SEALER, "req_abc", "model-x") == expected
 
 
 def test_a_sealed_value_opens_only_under_the_same_key_purpose_and_associated_data() -> None:

@@ -1,4 +1,4 @@
-"""Responses request -> Chat Completions body: items, roles, tools, options, and 400s naming the field."""
+"""Responses request -> the chat request for the upstream: items, roles, tools, options, and 400s naming the field."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from app.chat_request import ChatRequest
 from app.dialects.responses.dialect import OpenAIResponses
-from app.dialects.responses.request import responses_to_chat
+from app.dialects.responses.request import parse_responses
 from app.dialects.responses.seal import Sealer
 from app.errors import InvalidRequest
 
@@ -16,9 +17,12 @@ def never(token: str) -> str | None:
     return None
 
 
+def parse(**body: Any) -> ChatRequest:
+    return parse_responses({"model": "m", **body}, never)
+
+
 def chat(**body: Any) -> dict[str, Any]:
-    converted, _ = responses_to_chat({"model": "m", **body}, never)
-    return converted
+    return parse(**body).body
 
 
 def test_instructions_lead_and_a_string_input_is_one_user_message() -> None:
@@ -28,7 +32,7 @@ def test_instructions_lead_and_a_string_input_is_one_user_message() -> None:
     ]
 
 
-def test_message_items_keep_roles_and_parts_become_chat_parts() -> None:
+def test_message_items_keep_roles_developer_becomes_system_and_parts_become_chat_parts() -> None:
     messages = chat(
         input=[
             {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "rules"}]},
@@ -46,7 +50,7 @@ def test_message_items_keep_roles_and_parts_become_chat_parts() -> None:
         ]
     )["messages"]
     assert messages == [
-        {"role": "developer", "content": "rules"},
+        {"role": "system", "content": "rules"},
         {
             "role": "user",
             "content": [
@@ -96,8 +100,7 @@ def test_sealed_reasoning_is_preferred_to_the_summary() -> None:
             {"role": "assistant", "content": "answer"},
         ],
     }
-    converted, _ = responses_to_chat(body, opener)
-    assert converted["messages"][0]["reasoning_content"] == "full thoughts"
+    assert parse_responses(body, opener).body["messages"][0]["reasoning_content"] == "full thoughts"
 
 
 def test_tools_are_nested_namespaces_flattened_and_hosted_tools_dropped() -> None:
@@ -111,7 +114,8 @@ def test_tools_are_nested_namespaces_flattened_and_hosted_tools_dropped() -> Non
         ],
         "tool_choice": {"type": "function", "name": "run"},
     }
-    converted, tools = responses_to_chat(body, never)
+    request = parse_responses(body, never)
+    converted = request.body
     assert [t["function"]["name"] for t in converted["tools"]] == ["run", "multi_agent_v1__spawn"]
     assert converted["tools"][0]["function"] == {
         "name": "run",
@@ -119,13 +123,13 @@ def test_tools_are_nested_namespaces_flattened_and_hosted_tools_dropped() -> Non
         "parameters": {"type": "object"},
         "strict": False,
     }
-    assert tools.names == {"multi_agent_v1__spawn": ("multi_agent_v1", "spawn")}
-    assert tools.dropped == ["web_search"]
+    assert request.context.names == {"multi_agent_v1__spawn": ("multi_agent_v1", "spawn")}
+    assert request.response_headers == {"x-seedgate-dropped-tools": "web_search"}
     assert converted["tool_choice"] == {"type": "function", "function": {"name": "run"}}
 
 
 def test_options_map_to_their_chat_names() -> None:
-    converted = chat(
+    request = parse(
         input="x",
         reasoning={"effort": "high", "summary": "auto"},
         max_output_tokens=300,
@@ -137,17 +141,18 @@ def test_options_map_to_their_chat_names() -> None:
         text={"format": {"type": "json_schema", "name": "Out", "schema": {"type": "object"}, "strict": True}},
         prompt_cache_key="ignored",
         client_metadata={"ignored": True},
+        stream=True,
     )
+    converted = request.body
     assert converted["reasoning_effort"] == "high"
-    assert converted["max_completion_tokens"] == 300
+    assert (request.max_output_tokens, request.stream, request.n) == (300, True, 1)
     assert (converted["temperature"], converted["top_p"], converted["parallel_tool_calls"]) == (0.5, 0.9, False)
     assert converted["user"] == "u1"
     assert converted["response_format"] == {
         "type": "json_schema",
         "json_schema": {"name": "Out", "schema": {"type": "object"}, "strict": True},
     }
-    assert "metadata" not in converted
-    assert "prompt_cache_key" not in converted
+    assert not {"metadata", "prompt_cache_key", "max_output_tokens", "stream", "reasoning"} & converted.keys()
 
 
 @pytest.mark.parametrize(
@@ -172,6 +177,18 @@ def test_options_map_to_their_chat_names() -> None:
         ({"input": "x", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
         ({"input": "x", "reasoning": "high"}, "reasoning"),
         ({"input": "x", "metadata": []}, "metadata"),
+        ({"input": "x", "tools": [{"type": "function", "name": "no spaces"}]}, "tools.0.name"),
+        ({"input": "x", "tools": [{"type": "function", "name": "f", "parameters": "{}"}]}, "tools.0.parameters"),
+        ({"input": "x", "reasoning": {"effort": "extreme"}}, "reasoning.effort"),
+        ({"input": "x", "reasoning": {"effort": ["high"]}}, "reasoning.effort"),
+        ({"input": "x", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": "x", "max_output_tokens": True}, "max_output_tokens"),
+        ({"input": "x", "temperature": 3}, "temperature"),
+        ({"input": "x", "user": 5}, "user"),
+        ({"input": "x", "stream": "yes"}, "stream"),
+        ({"input": "x", "store": 1}, "store"),
+        ({"input": "x", "include": "reasoning.encrypted_content"}, "include"),
+        ({"input": "x", "include": [1]}, "include"),
     ],
 )
 def test_bad_input_is_refused_naming_the_field(body: dict[str, Any], param: str) -> None:
@@ -186,3 +203,18 @@ def test_a_body_that_is_not_an_object_is_refused_by_the_dialect_itself() -> None
     for body in bodies:
         with pytest.raises(InvalidRequest):
             dialect.parse(body)
+
+
+def test_null_fields_count_as_absent_and_store_and_include_reach_the_context() -> None:
+    request = parse(input="x", instructions=None, tools=None, temperature=None, store=None, stream=None)
+    assert request.body == {"messages": [{"role": "user", "content": "x"}]}
+    assert (request.stream, request.context.store, request.context.encrypted) == (False, True, False)
+    assert request.context.input_items == [{"type": "message", "role": "user", "content": "x"}]
+    request = parse(input=[{"role": "user", "content": "x"}], store=False, include=["reasoning.encrypted_content"])
+    assert (request.context.store, request.context.encrypted, request.context.input_items) == (False, True, [])
+
+
+def test_reasoning_effort_is_mapped_into_the_upstreams_range() -> None:
+    assert chat(input="x", reasoning={"effort": "none"})["reasoning_effort"] == "minimal"
+    assert chat(input="x", reasoning={"effort": "xhigh"})["reasoning_effort"] == "high"
+    assert "reasoning_effort" not in chat(input="x", reasoning={"summary": "auto"})
