@@ -162,7 +162,7 @@ def response_json(
     request_id: str,
     model: str,
     status: str,
-    output: Sequence[bytes],
+    output: Sequence[bytes] = (),
     usage: bytes = b"null",
     incomplete: str | None = None,
     error: dict[str, Any] | None = None,

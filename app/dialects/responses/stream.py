@@ -46,6 +46,27 @@ from app.json import dumps_compact
 KEEPALIVE = b": keepalive\n\n"
 _FIELD = {"reasoning": "reasoning_content", "message": "content"}  # the delta field of each text item
 _OTHER = {"reasoning_content": "content", "content": "reasoning_content"}
+
+
+def _head(kind: str) -> bytes:
+    """The bytes of a ``kind`` event up to its sequence number (``_event`` writes the rest)."""
+    name = kind.encode()
+    return b'event: %b\ndata: {"type":"%b","sequence_number":' % (name, name)
+
+
+_CREATED, _IN_PROGRESS = _head("response.created"), _head("response.in_progress")
+_COMPLETED, _INCOMPLETE, _FAILED = _head("response.completed"), _head("response.incomplete"), _head("response.failed")
+_ITEM_ADDED, _ITEM_DONE = _head("response.output_item.added"), _head("response.output_item.done")
+_PART_ADDED, _PART_DONE = _head("response.content_part.added"), _head("response.content_part.done")
+_TEXT_DELTA, _TEXT_DONE = _head("response.output_text.delta"), _head("response.output_text.done")
+_SUMMARY_PART_ADDED = _head("response.reasoning_summary_part.added")
+_SUMMARY_PART_DONE = _head("response.reasoning_summary_part.done")
+_SUMMARY_DELTA, _SUMMARY_DONE = (
+    _head("response.reasoning_summary_text.delta"),
+    _head("response.reasoning_summary_text.done"),
+)
+_ARGUMENTS_DELTA = _head("response.function_call_arguments.delta")
+_ARGUMENTS_DONE = _head("response.function_call_arguments.done")
 _NOT_FAST = (KeyError, TypeError, ValueError, IndexError)  # a chunk of another shape than one text piece
 
 
@@ -69,7 +90,9 @@ class ResponseStreamTranslator:
         self._seq = 0
         self._output: list[bytes] = []  # finished items, serialised
         self._open: str | None = None  # "reasoning" | "message" | "call"
-        self._text: list[str] = []
+        self._item = ""  # the open text item's id
+        self._common = b""  # and the members every event of it starts with
+        self._text: list[str] = []  # the open text item's pieces so far, written
         self._calls: dict[int, _Call] = {}
         self._open_call: int | None = None
         self._finish: str | None = None
@@ -77,16 +100,16 @@ class ResponseStreamTranslator:
         self._broken: str | None = None
         self._framing: tuple[bytes, bytes, bytes] = (b"", b"", b"")  # the open text item's delta events
         self._fast: str | None = None  # the delta field that continues the open text item, if one is open
+        self._other = ""  # and the other text field, which a chunk continuing it must not have
         self._held: list[str] = []  # text pieces of the open item not written yet (see flush)
 
     # -- events ------------------------------------------------------------------------------------
 
-    def _event(self, kind: str, members: bytes) -> bytes:
-        """``kind``'s event: its type and sequence number, then ``members`` (serialised JSON members)."""
+    def _event(self, head: bytes, members: bytes) -> bytes:
+        """An event: its ``head`` (``_head(kind)``), sequence number, then ``members`` (serialised JSON members)."""
         seq = self._seq
         self._seq = seq + 1
-        name = kind.encode()
-        return b'event: %b\ndata: {"type":"%b","sequence_number":%d,%b}\n\n' % (name, name, seq, members)
+        return b"%b%d,%b}\n\n" % (head, seq, members)
 
     def _delta_event(self, text: str) -> bytes:
         """The open text item's delta event: its precomputed framing around the sequence number and the text."""
@@ -95,12 +118,15 @@ class ResponseStreamTranslator:
         head, middle, tail = self._framing
         return b"%b%d%b%b%b" % (head, seq, middle, dumps_compact(text), tail)
 
-    def _response(self, status: str, **extra: Any) -> bytes:
-        return response_json(self.context, request_id=self._request_id, model=self._model, status=status, **extra)
+    def _response_event(self, head: bytes, response: bytes) -> bytes:
+        """An event whose one member is the ``response`` object (written into the event once, not copied twice)."""
+        seq = self._seq
+        self._seq = seq + 1
+        return b'%b%d,"response":%b}\n\n' % (head, seq, response)
 
     def start(self) -> bytes:
-        response = b'"response":' + self._response("in_progress", output=())  # the same object in both events
-        return self._event("response.created", response) + self._event("response.in_progress", response)
+        response = response_json(self.context, request_id=self._request_id, model=self._model, status="in_progress")
+        return self._response_event(_CREATED, response) + self._response_event(_IN_PROGRESS, response)
 
     def heartbeat(self) -> bytes:
         return KEEPALIVE
@@ -108,8 +134,16 @@ class ResponseStreamTranslator:
     def fail(self, code: str, message: str) -> bytes:
         out = bytearray(self.flush())
         self._close(out)  # what was delivered stays a well-formed item of the failed response
-        response = self._response("failed", output=self._output, error={"code": code, "message": message})
-        return bytes(out) + self._event("response.failed", b'"response":' + response)
+        error = {"code": code, "message": message}
+        response = response_json(
+            self.context,
+            request_id=self._request_id,
+            model=self._model,
+            status="failed",
+            output=self._output,
+            error=error,
+        )
+        return bytes(out) + self._response_event(_FAILED, response)
 
     # -- upstream chunks ---------------------------------------------------------------------------
 
@@ -125,30 +159,29 @@ class ResponseStreamTranslator:
             try:
                 (choice,) = chunk["choices"]
                 delta = choice["delta"]
-                text = delta[key]
+                text = delta.get(key)
             except _NOT_FAST:
                 pass
             else:
                 if (
-                    isinstance(text, str)
+                    type(text) is str
                     and text
                     and not choice.get("finish_reason")
-                    and not delta.get(_OTHER[key])
-                    and not delta.get("tool_calls")
+                    and (len(delta) == 1 or not (delta.get(self._other) or delta.get("tool_calls")))
                     and chunk.get("usage") is None
                     and choice.get("index") in (0, None)
                 ):
-                    self._text.append(text)
                     self._held.append(text)  # written by flush(), joined with the pieces that follow
                     return b""
-        if isinstance(chunk.get("usage"), dict):
-            self._usage = chunk["usage"]
+        usage = chunk.get("usage")
+        if type(usage) is dict:
+            self._usage = usage
         choices = chunk.get("choices")
-        out = bytearray(self.flush())
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, dict) and choice.get("index") in (0, None):
+        out = bytearray(self.flush()) if self._held else bytearray()
+        for choice in choices if type(choices) is list else ():
+            if type(choice) is dict and choice.get("index") in (0, None):
                 self._feed_choice(choice, out)
-        return bytes(out)
+        return bytes(out) if out else b""
 
     def _feed_choice(self, choice: dict[str, Any], out: bytearray) -> None:
         delta = choice.get("delta")
@@ -168,10 +201,12 @@ class ResponseStreamTranslator:
 
     def flush(self) -> bytes:
         """The text pieces held back since the last write, as one delta event of the open item."""
-        if not self._held:
+        held = self._held
+        if not held:
             return b""
-        text = "".join(self._held)
-        self._held.clear()
+        text = held[0] if len(held) == 1 else "".join(held)
+        held.clear()
+        self._text.append(text)
         return self._delta_event(text)
 
     def finish(self) -> bytes:
@@ -190,11 +225,18 @@ class ResponseStreamTranslator:
             return bytes(out) + self.fail("server_error", self._broken)
         self._close(out)
         status, incomplete = status_for(self._finish)
-        response = self._response(status, output=self._output, usage=usage_json(self._usage), incomplete=incomplete)
+        response = response_json(
+            self.context,
+            request_id=self._request_id,
+            model=self._model,
+            status=status,
+            output=self._output,
+            usage=usage_json(self._usage),
+            incomplete=incomplete,
+        )
         self.context.final = response
         self.context.final_id = response_id(self._request_id)
-        kind = "response.completed" if status == "completed" else "response.incomplete"
-        out += self._event(kind, b'"response":' + response)
+        out += self._response_event(_COMPLETED if status == "completed" else _INCOMPLETE, response)
         return bytes(out)
 
     # -- items -------------------------------------------------------------------------------------
@@ -204,35 +246,28 @@ class ResponseStreamTranslator:
             self._close(out)
             self._open = kind
             self._open_text_item(kind, out)
-            self._fast = _FIELD[kind]
+            self._fast = field = _FIELD[kind]
+            self._other = _OTHER[field]
         self._text.append(text)
         out += self._delta_event(text)
 
     def _open_text_item(self, kind: str, out: bytearray) -> None:
         index = len(self._output)
         if kind == "reasoning":
-            rid = self._rid
+            self._item = rid = item_id("rs", self._request_id, index or None)
             item = b'{"type":"reasoning","id":"%b","summary":[]}' % rid.encode()
-            out += self._event("response.output_item.added", b'"output_index":%d,"item":%b' % (index, item))
-            common = b'"item_id":"%b","output_index":%d,"summary_index":0' % (rid.encode(), index)
+            out += self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (index, item))
+            self._common = common = b'"item_id":"%b","output_index":%d,"summary_index":0' % (rid.encode(), index)
             part = b'{"type":"summary_text","text":""}'
-            out += self._event("response.reasoning_summary_part.added", common + b',"part":' + part)
-            self._framing = _framing("response.reasoning_summary_text.delta", common, b"}")
+            out += self._event(_SUMMARY_PART_ADDED, common + b',"part":' + part)
+            self._framing = (_SUMMARY_DELTA, b"," + common + b',"delta":', b"}\n\n")
         else:
-            mid = self._mid
+            self._item = mid = item_id("msg", self._request_id, index or None)
             item = message_json(mid, b"", status="in_progress")
-            out += self._event("response.output_item.added", b'"output_index":%d,"item":%b' % (index, item))
-            common = b'"item_id":"%b","output_index":%d,"content_index":0' % (mid.encode(), index)
-            out += self._event("response.content_part.added", common + b',"part":' + EMPTY_OUTPUT_TEXT)
-            self._framing = _framing("response.output_text.delta", common, b',"logprobs":[]}')
-
-    @property
-    def _rid(self) -> str:
-        return item_id("rs", self._request_id, len(self._output) or None)
-
-    @property
-    def _mid(self) -> str:
-        return item_id("msg", self._request_id, len(self._output) or None)
+            out += self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (index, item))
+            self._common = common = b'"item_id":"%b","output_index":%d,"content_index":0' % (mid.encode(), index)
+            out += self._event(_PART_ADDED, common + b',"part":' + EMPTY_OUTPUT_TEXT)
+            self._framing = (_TEXT_DELTA, b"," + common + b',"delta":', b',"logprobs":[]}\n\n')
 
     def _call_fragment(self, fragment: dict[str, Any], out: bytearray) -> None:
         position = fragment.get("index")
@@ -265,7 +300,7 @@ class ResponseStreamTranslator:
             index,
             dumps_compact(arguments),
         )
-        return self._event("response.function_call_arguments.delta", members)
+        return self._event(_ARGUMENTS_DELTA, members)
 
     def _open_item_for(self, position: int, call: _Call, out: bytearray) -> None:
         self._close(out)
@@ -273,7 +308,7 @@ class ResponseStreamTranslator:
         call.pending, call.index = False, len(self._output)
         call.call_id = call.call_id or item_id("call", self._request_id, position)
         item, _ = call_json(self._fid(position), call.call_id, call.name or "", "", self.context, status="in_progress")
-        out += self._event("response.output_item.added", b'"output_index":%d,"item":%b' % (call.index, item))
+        out += self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (call.index, item))
         if call.arguments:
             out += self._arguments_delta(position, call.index, "".join(call.arguments))
 
@@ -290,34 +325,24 @@ class ResponseStreamTranslator:
             item, name = call_json(fid, call.call_id or "", call.name or "", arguments, self.context)
             members = b'"item_id":"%b","output_index":%d,"name":%b,"arguments":%b'
             out += self._event(
-                "response.function_call_arguments.done",
+                _ARGUMENTS_DONE,
                 members % (fid.encode(), index, dumps_compact(name), dumps_compact(arguments)),
             )
         else:
-            text, self._text = "".join(self._text), []
+            pieces = self._text
+            text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+            self._text = []
             text_json = dumps_compact(text)
+            common = self._common
             if kind == "reasoning":
-                rid = self._rid
-                item = reasoning_json(rid, text, self.context, self._sealer)
-                common = b'"item_id":"%b","output_index":%d,"summary_index":0' % (rid.encode(), index)
-                out += self._event("response.reasoning_summary_text.done", common + b',"text":' + text_json)
+                item = reasoning_json(self._item, text, self.context, self._sealer)
+                out += self._event(_SUMMARY_DONE, common + b',"text":' + text_json)
                 part = b'{"type":"summary_text","text":%b}' % text_json
-                out += self._event("response.reasoning_summary_part.done", common + b',"part":' + part)
+                out += self._event(_SUMMARY_PART_DONE, common + b',"part":' + part)
             else:
-                mid = self._mid
                 part = output_text_json(text_json)
-                item = message_json(mid, part)
-                common = b'"item_id":"%b","output_index":%d,"content_index":0' % (mid.encode(), index)
-                out += self._event("response.output_text.done", common + b',"text":%b,"logprobs":[]' % text_json)
-                out += self._event("response.content_part.done", common + b',"part":' + part)
-        out += self._event("response.output_item.done", b'"output_index":%d,"item":%b' % (index, item))
+                item = message_json(self._item, part)
+                out += self._event(_TEXT_DONE, common + b',"text":%b,"logprobs":[]' % text_json)
+                out += self._event(_PART_DONE, common + b',"part":' + part)
+        out += self._event(_ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item))
         self._output.append(item)
-
-
-def _framing(kind: str, common: bytes, tail: bytes) -> tuple[bytes, bytes, bytes]:
-    """The bytes of a ``kind`` delta event before its sequence number, between it and the text, after the text.
-
-    The JSON object is ``{"type", "sequence_number", <common>, "delta", ...tail}``, as ``_event`` writes it.
-    """
-    head = b"event: " + kind.encode() + b'\ndata: {"type":"' + kind.encode() + b'","sequence_number":'
-    return head, b"," + common + b',"delta":', tail + b"\n\n"
