@@ -25,6 +25,7 @@ into a single delta event (``flush``, called by the relay), framed from precompu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from app.dialects.responses.response import (
@@ -44,8 +45,6 @@ from app.dialects.responses.seal import Sealer
 from app.json import dumps_compact
 
 KEEPALIVE = b": keepalive\n\n"
-_FIELD = {"reasoning": "reasoning_content", "message": "content"}  # the delta field of each text item
-_OTHER = {"reasoning_content": "content", "content": "reasoning_content"}
 
 
 def _head(kind: str) -> bytes:
@@ -57,17 +56,84 @@ def _head(kind: str) -> bytes:
 _CREATED, _IN_PROGRESS = _head("response.created"), _head("response.in_progress")
 _COMPLETED, _INCOMPLETE, _FAILED = _head("response.completed"), _head("response.incomplete"), _head("response.failed")
 _ITEM_ADDED, _ITEM_DONE = _head("response.output_item.added"), _head("response.output_item.done")
-_PART_ADDED, _PART_DONE = _head("response.content_part.added"), _head("response.content_part.done")
-_TEXT_DELTA, _TEXT_DONE = _head("response.output_text.delta"), _head("response.output_text.done")
-_SUMMARY_PART_ADDED = _head("response.reasoning_summary_part.added")
-_SUMMARY_PART_DONE = _head("response.reasoning_summary_part.done")
-_SUMMARY_DELTA, _SUMMARY_DONE = (
-    _head("response.reasoning_summary_text.delta"),
-    _head("response.reasoning_summary_text.done"),
-)
 _ARGUMENTS_DELTA = _head("response.function_call_arguments.delta")
 _ARGUMENTS_DONE = _head("response.function_call_arguments.done")
 _NOT_FAST = (KeyError, TypeError, ValueError, IndexError)  # a chunk of another shape than one text piece
+
+
+@dataclass(frozen=True, slots=True)
+class _TextKind:
+    """How one kind of text item (``reasoning`` or ``message``) streams: the chunk field it comes from, the
+    other text field, and its events as templates, each written in one ``%`` (placeholders in the order
+    they appear; ``<common>`` is ``common`` filled in: the members every event of the item starts with).
+
+    - ``opened``: seq, output_index, item id; seq + 1, <common> -- ``output_item.added`` and the part added
+    - ``delta``: the bytes of a delta event before its sequence number, between it and the text, after
+    - ``closed``: seq, <common>, text; seq + 1, <common>, part; seq + 2, output_index, item -- the text
+      done, the part done and ``output_item.done``
+    """
+
+    field: str
+    other: str
+    id_prefix: str
+    common: bytes
+    opened: bytes
+    delta: tuple[bytes, bytes]  # head up to the sequence number, after the text
+    closed: bytes
+
+
+def _text_kind(field: str, other: str, id_prefix: str, names: tuple[str, str, str, str], index_key: str) -> _TextKind:
+    part_added, delta, text_done, part_done = (_head(f"response.{name}") for name in names)
+    empty_item, empty_part, text_tail = (
+        (b'{"type":"reasoning","id":"%b","summary":[]}', b'{"type":"summary_text","text":""}', b"")
+        if id_prefix == "rs"
+        else (message_json("%b", b"", status="in_progress"), EMPTY_OUTPUT_TEXT, b',"logprobs":[]')
+    )
+    return _TextKind(
+        field=field,
+        other=other,
+        id_prefix=id_prefix,
+        common=b'"item_id":"%b","output_index":%d,"' + index_key.encode() + b'":0',
+        opened=_ITEM_ADDED
+        + b'%d,"output_index":%d,"item":'
+        + empty_item
+        + b"}\n\n"
+        + part_added
+        + b'%d,%b,"part":'
+        + empty_part
+        + b"}\n\n",
+        delta=(delta, text_tail + b"}\n\n"),
+        closed=text_done
+        + b'%d,%b,"text":%b'
+        + text_tail
+        + b"}\n\n"
+        + part_done
+        + b'%d,%b,"part":%b}\n\n'
+        + _ITEM_DONE
+        + b'%d,"output_index":%d,"item":%b}\n\n',
+    )
+
+
+_REASONING = _text_kind(
+    "reasoning_content",
+    "content",
+    "rs",
+    (
+        "reasoning_summary_part.added",
+        "reasoning_summary_text.delta",
+        "reasoning_summary_text.done",
+        "reasoning_summary_part.done",
+    ),
+    "summary_index",
+)
+_MESSAGE = _text_kind(
+    "content",
+    "reasoning_content",
+    "msg",
+    ("content_part.added", "output_text.delta", "output_text.done", "content_part.done"),
+    "content_index",
+)
+_SUMMARY_PART = b'{"type":"summary_text","text":%b}'
 
 
 class _Call:
@@ -89,7 +155,7 @@ class ResponseStreamTranslator:
         self._model = model
         self._seq = 0
         self._output: list[bytes] = []  # finished items, serialised
-        self._open: str | None = None  # "reasoning" | "message" | "call"
+        self._open: _TextKind | str | None = None  # the open item: a text kind, or "call"
         self._item = ""  # the open text item's id
         self._common = b""  # and the members every event of it starts with
         self._text: list[str] = []  # the open text item's pieces so far, written
@@ -185,19 +251,21 @@ class ResponseStreamTranslator:
 
     def _feed_choice(self, choice: dict[str, Any], out: bytearray) -> None:
         delta = choice.get("delta")
-        if isinstance(delta, dict) and self._broken is None:
+        if type(delta) is dict and self._broken is None:
             reasoning = delta.get("reasoning_content")
-            if isinstance(reasoning, str) and reasoning:
-                self._delta("reasoning", reasoning, out)
+            if type(reasoning) is str and reasoning:
+                self._delta(_REASONING, reasoning, out)
             content = delta.get("content")
-            if isinstance(content, str) and content:
-                self._delta("message", content, out)
+            if type(content) is str and content:
+                self._delta(_MESSAGE, content, out)
             calls = delta.get("tool_calls")
-            for fragment in calls if isinstance(calls, list) else []:
-                if isinstance(fragment, dict):
-                    self._call_fragment(fragment, out)
-        if isinstance(choice.get("finish_reason"), str) and choice["finish_reason"]:
-            self._finish = choice["finish_reason"]
+            if calls and type(calls) is list:
+                for fragment in calls:
+                    if type(fragment) is dict:
+                        self._call_fragment(fragment, out)
+        finish = choice.get("finish_reason")
+        if finish and type(finish) is str:
+            self._finish = finish
 
     def flush(self) -> bytes:
         """The text pieces held back since the last write, as one delta event of the open item."""
@@ -241,33 +309,24 @@ class ResponseStreamTranslator:
 
     # -- items -------------------------------------------------------------------------------------
 
-    def _delta(self, kind: str, text: str, out: bytearray) -> None:
-        if self._open != kind:
+    def _delta(self, kind: _TextKind, text: str, out: bytearray) -> None:
+        if self._open is not kind:
             self._close(out)
-            self._open = kind
             self._open_text_item(kind, out)
-            self._fast = field = _FIELD[kind]
-            self._other = _OTHER[field]
         self._text.append(text)
         out += self._delta_event(text)
 
-    def _open_text_item(self, kind: str, out: bytearray) -> None:
+    def _open_text_item(self, kind: _TextKind, out: bytearray) -> None:
         index = len(self._output)
-        if kind == "reasoning":
-            self._item = rid = item_id("rs", self._request_id, index or None)
-            item = b'{"type":"reasoning","id":"%b","summary":[]}' % rid.encode()
-            out += self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (index, item))
-            self._common = common = b'"item_id":"%b","output_index":%d,"summary_index":0' % (rid.encode(), index)
-            part = b'{"type":"summary_text","text":""}'
-            out += self._event(_SUMMARY_PART_ADDED, common + b',"part":' + part)
-            self._framing = (_SUMMARY_DELTA, b"," + common + b',"delta":', b"}\n\n")
-        else:
-            self._item = mid = item_id("msg", self._request_id, index or None)
-            item = message_json(mid, b"", status="in_progress")
-            out += self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (index, item))
-            self._common = common = b'"item_id":"%b","output_index":%d,"content_index":0' % (mid.encode(), index)
-            out += self._event(_PART_ADDED, common + b',"part":' + EMPTY_OUTPUT_TEXT)
-            self._framing = (_TEXT_DELTA, b"," + common + b',"delta":', b',"logprobs":[]}\n\n')
+        self._open, self._fast, self._other = kind, kind.field, kind.other
+        self._item = item = item_id(kind.id_prefix, self._request_id, index or None)
+        item_bytes = item.encode()
+        self._common = common = kind.common % (item_bytes, index)
+        seq = self._seq
+        self._seq = seq + 2
+        out += kind.opened % (seq, index, item_bytes, seq + 1, common)
+        head, tail = kind.delta
+        self._framing = (head, b"," + common + b',"delta":', tail)
 
     def _call_fragment(self, fragment: dict[str, Any], out: bytearray) -> None:
         position = fragment.get("index")
@@ -317,8 +376,22 @@ class ResponseStreamTranslator:
         if kind is None:
             return
         self._open = self._fast = None
-        if kind == "call" and self._open_call is not None:
-            position, self._open_call = self._open_call, None
+        if isinstance(kind, _TextKind):
+            pieces = self._text
+            text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+            self._text = []
+            text_json = dumps_compact(text)
+            if kind is _REASONING:
+                part = _SUMMARY_PART % text_json
+                item = reasoning_json(self._item, text, self.context, self._sealer)
+            else:
+                part = output_text_json(text_json)
+                item = message_json(self._item, part)
+            common, seq = self._common, self._seq
+            self._seq = seq + 3
+            out += kind.closed % (seq, common, text_json, seq + 1, common, part, seq + 2, index, item)
+        else:
+            position, self._open_call = self._open_call or 0, None
             call = self._calls[position]
             arguments = "".join(call.arguments)
             fid = self._fid(position)
@@ -328,21 +401,5 @@ class ResponseStreamTranslator:
                 _ARGUMENTS_DONE,
                 members % (fid.encode(), index, dumps_compact(name), dumps_compact(arguments)),
             )
-        else:
-            pieces = self._text
-            text = pieces[0] if len(pieces) == 1 else "".join(pieces)
-            self._text = []
-            text_json = dumps_compact(text)
-            common = self._common
-            if kind == "reasoning":
-                item = reasoning_json(self._item, text, self.context, self._sealer)
-                out += self._event(_SUMMARY_DONE, common + b',"text":' + text_json)
-                part = b'{"type":"summary_text","text":%b}' % text_json
-                out += self._event(_SUMMARY_PART_DONE, common + b',"part":' + part)
-            else:
-                part = output_text_json(text_json)
-                item = message_json(self._item, part)
-                out += self._event(_TEXT_DONE, common + b',"text":%b,"logprobs":[]' % text_json)
-                out += self._event(_PART_DONE, common + b',"part":' + part)
-        out += self._event(_ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item))
+            out += self._event(_ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item))
         self._output.append(item)
