@@ -222,23 +222,20 @@ class ResponseStreamTranslator:
         """
         key = self._fast
         if key is not None:
-            try:
+            try:  # subscripts, not .get: every chunk choice has these members (usage may be left out)
                 (choice,) = chunk["choices"]
                 delta = choice["delta"]
-                text = delta.get(key)
+                if choice["finish_reason"] is None and choice["index"] == 0 and chunk.get("usage") is None:
+                    text = delta[key]
+                    if (
+                        type(text) is str
+                        and text
+                        and (len(delta) == 1 or not (delta.get(self._other) or delta.get("tool_calls")))
+                    ):
+                        self._held.append(text)  # written by flush(), joined with the pieces that follow
+                        return b""
             except _NOT_FAST:
-                pass
-            else:
-                if (
-                    type(text) is str
-                    and text
-                    and not choice.get("finish_reason")
-                    and (len(delta) == 1 or not (delta.get(self._other) or delta.get("tool_calls")))
-                    and chunk.get("usage") is None
-                    and choice.get("index") in (0, None)
-                ):
-                    self._held.append(text)  # written by flush(), joined with the pieces that follow
-                    return b""
+                pass  # another shape: the general path below
         usage = chunk.get("usage")
         if type(usage) is dict:
             self._usage = usage
