@@ -222,10 +222,10 @@ class ResponseStreamTranslator:
         """
         key = self._fast
         if key is not None:
-            try:  # subscripts, not .get: every chunk choice has these members (usage may be left out)
+            try:
                 (choice,) = chunk["choices"]
                 delta = choice["delta"]
-                if choice["finish_reason"] is None and choice["index"] == 0 and chunk.get("usage") is None:
+                if choice.get("finish_reason") is None and chunk.get("usage") is None and choice.get("index", 0) == 0:
                     text = delta[key]
                     if (
                         type(text) is str
