@@ -156,6 +156,40 @@ def call_json(
     return dumps_compact(item), item["name"]
 
 
+def response_template(context: Context, *, request_id: str, model: str) -> bytes:
+    """``_RESPONSE`` with what stays the same while one response is written filled in (its id, created_at,
+    model, store and the echoed fields); left to fill, in order: status, error, incomplete_details, the
+    output items and usage. A stream writes its response twice (in progress, then finished) from one."""
+    fill = (b"%b", b"%b", b"%b")
+    return _RESPONSE % (
+        request_id.removeprefix("req_").encode(),
+        context.created_at,
+        *fill,
+        dumps_compact(model).replace(b"%", b"%%"),
+        *fill[:2],
+        b"true" if context.store else b"false",
+        context.echo.replace(b"%", b"%%"),
+    )
+
+
+def fill_response(
+    template: bytes,
+    status: str,
+    output: Sequence[bytes] = (),
+    usage: bytes = b"null",
+    incomplete: str | None = None,
+    error: dict[str, Any] | None = None,
+) -> bytes:
+    """A response object from its ``response_template``."""
+    return template % (
+        status.encode(),
+        b"null" if error is None else dumps_compact(error),
+        b"null" if incomplete is None else b'{"reason":"%b"}' % incomplete.encode(),
+        b",".join(output),
+        usage,
+    )
+
+
 def response_json(
     context: Context,
     *,
@@ -167,18 +201,8 @@ def response_json(
     incomplete: str | None = None,
     error: dict[str, Any] | None = None,
 ) -> bytes:
-    return _RESPONSE % (
-        request_id.removeprefix("req_").encode(),
-        context.created_at,
-        status.encode(),
-        b"null" if error is None else dumps_compact(error),
-        b"null" if incomplete is None else b'{"reason":"%b"}' % incomplete.encode(),
-        dumps_compact(model),
-        b",".join(output),
-        usage,
-        b"true" if context.store else b"false",
-        context.echo,
-    )
+    template = response_template(context, request_id=request_id, model=model)
+    return fill_response(template, status, output, usage, incomplete, error)
 
 
 def response_id(request_id: str) -> str:

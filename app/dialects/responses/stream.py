@@ -32,12 +32,13 @@ from app.dialects.responses.response import (
     EMPTY_OUTPUT_TEXT,
     Context,
     call_json,
+    fill_response,
     item_id,
     message_json,
     output_text_json,
     reasoning_json,
     response_id,
-    response_json,
+    response_template,
     status_for,
     usage_json,
 )
@@ -56,6 +57,7 @@ def _head(kind: str) -> bytes:
 _CREATED, _IN_PROGRESS = _head("response.created"), _head("response.in_progress")
 _COMPLETED, _INCOMPLETE, _FAILED = _head("response.completed"), _head("response.incomplete"), _head("response.failed")
 _ITEM_ADDED, _ITEM_DONE = _head("response.output_item.added"), _head("response.output_item.done")
+_STARTED = _CREATED + b'%d,"response":%b}\n\n' + _IN_PROGRESS + b'%d,"response":%b}\n\n'  # seq, response twice
 _ARGUMENTS_DELTA = _head("response.function_call_arguments.delta")
 _ARGUMENTS_DONE = _head("response.function_call_arguments.done")
 _NOT_FAST = (KeyError, TypeError, ValueError, IndexError)  # a chunk of another shape than one text piece
@@ -152,7 +154,7 @@ class ResponseStreamTranslator:
         self.context = context
         self._sealer = sealer
         self._request_id = request_id
-        self._model = model
+        self._template = response_template(context, request_id=request_id, model=model)  # see fill_response
         self._seq = 0
         self._output: list[bytes] = []  # finished items, serialised
         self._open: _TextKind | str | None = None  # the open item: a text kind, or "call"
@@ -191,8 +193,10 @@ class ResponseStreamTranslator:
         return b'%b%d,"response":%b}\n\n' % (head, seq, response)
 
     def start(self) -> bytes:
-        response = response_json(self.context, request_id=self._request_id, model=self._model, status="in_progress")
-        return self._response_event(_CREATED, response) + self._response_event(_IN_PROGRESS, response)
+        response = fill_response(self._template, "in_progress")
+        seq = self._seq
+        self._seq = seq + 2
+        return _STARTED % (seq, response, seq + 1, response)
 
     def heartbeat(self) -> bytes:
         return KEEPALIVE
@@ -201,14 +205,7 @@ class ResponseStreamTranslator:
         out = bytearray(self.flush())
         self._close(out)  # what was delivered stays a well-formed item of the failed response
         error = {"code": code, "message": message}
-        response = response_json(
-            self.context,
-            request_id=self._request_id,
-            model=self._model,
-            status="failed",
-            output=self._output,
-            error=error,
-        )
+        response = fill_response(self._template, "failed", self._output, error=error)
         return bytes(out) + self._response_event(_FAILED, response)
 
     # -- upstream chunks ---------------------------------------------------------------------------
@@ -278,7 +275,7 @@ class ResponseStreamTranslator:
         out = bytearray(self.flush())
         if self._broken is None and self._finish is None:
             self._broken = "The upstream stream ended before the response was complete."
-        for position in sorted(self._calls):
+        for position in sorted(self._calls) if self._calls else ():
             if self._broken is not None:
                 break
             call = self._calls[position]
@@ -290,15 +287,7 @@ class ResponseStreamTranslator:
             return bytes(out) + self.fail("server_error", self._broken)
         self._close(out)
         status, incomplete = status_for(self._finish)
-        response = response_json(
-            self.context,
-            request_id=self._request_id,
-            model=self._model,
-            status=status,
-            output=self._output,
-            usage=usage_json(self._usage),
-            incomplete=incomplete,
-        )
+        response = fill_response(self._template, status, self._output, usage_json(self._usage), incomplete)
         self.context.final = response
         self.context.final_id = response_id(self._request_id)
         out += self._response_event(_COMPLETED if status == "completed" else _INCOMPLETE, response)
