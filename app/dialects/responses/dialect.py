@@ -30,6 +30,8 @@ log = logging.getLogger("seedgate.responses")
 class ResponsesStream(ResponseStreamTranslator):
     """The translator as the relay's ``StreamWriter``: its methods are the translator's own, no extra call per event."""
 
+    __slots__ = ()
+
     chunk = ResponseStreamTranslator.feed
     done = ResponseStreamTranslator.finish
 

@@ -83,6 +83,8 @@ def parse_responses(body: dict[str, Any], open_reasoning: Callable[[str], str | 
     tools = fields.tools
     if tools is not None and tools.chat:
         forward["tools"] = tools.chat
+    if fields.tool_choice is not None:
+        forward["tool_choice"] = tool_choice(fields.tool_choice)
     if fields.store:  # the conversation so far, for the store only
         input_items = (
             [{"type": "message", "role": "user", "content": raw_input}]
@@ -109,12 +111,13 @@ def parse_responses(body: dict[str, Any], open_reasoning: Callable[[str], str | 
 class _Fields:
     """What the walk over a Responses body collected (see ``_READERS``)."""
 
-    __slots__ = ("encrypted", "forward", "instructions", "max_output_tokens", "store", "stream", "tools")
+    __slots__ = ("encrypted", "forward", "instructions", "max_output_tokens", "store", "stream", "tool_choice", "tools")
 
     def __init__(self) -> None:
         self.forward: dict[str, Any] = {}  # chat options to send upstream, validated
         self.instructions = ""
         self.tools: Tools | None = None
+        self.tool_choice: Any = None
         self.stream = False
         self.max_output_tokens: int | None = None
         self.store = True  # OpenAI's default
@@ -132,7 +135,7 @@ def _tools(fields: _Fields, value: Any) -> None:
 
 
 def _tool_choice(fields: _Fields, value: Any) -> None:
-    fields.forward["tool_choice"] = tool_choice(value)
+    fields.tool_choice = value  # checked after the walk, so that a problem with the tools is named first
 
 
 def _passed(name: str) -> Callable[[_Fields, Any], None]:

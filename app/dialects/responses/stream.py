@@ -150,6 +150,28 @@ class _Call:
 
 
 class ResponseStreamTranslator:
+    __slots__ = (
+        "_broken",
+        "_calls",
+        "_common",
+        "_fast",
+        "_finish",
+        "_framing",
+        "_held",
+        "_item",
+        "_open",
+        "_open_call",
+        "_other",
+        "_output",
+        "_request_id",
+        "_sealer",
+        "_seq",
+        "_template",
+        "_text",
+        "_usage",
+        "context",
+    )
+
     def __init__(self, context: Context, sealer: Sealer, request_id: str, model: str) -> None:
         self.context = context
         self._sealer = sealer
@@ -160,7 +182,7 @@ class ResponseStreamTranslator:
         self._open: _TextKind | str | None = None  # the open item: a text kind, or "call"
         self._item = ""  # the open text item's id
         self._common = b""  # and the members every event of it starts with
-        self._text: list[str] = []  # the open text item's pieces so far, written
+        self._text: list[str] = []  # the open text item's pieces written so far
         self._calls: dict[int, _Call] = {}
         self._open_call: int | None = None
         self._finish: str | None = None
@@ -218,11 +240,11 @@ class ResponseStreamTranslator:
         for a burst); anything else writes what is held first, then goes through ``_feed_choice``.
         """
         key = self._fast
-        if key is not None:
+        if key is not None and chunk.get("usage") is None:
             try:
                 (choice,) = chunk["choices"]
                 delta = choice["delta"]
-                if choice.get("finish_reason") is None and chunk.get("usage") is None and choice.get("index", 0) == 0:
+                if choice.get("finish_reason") is None and choice.get("index", 0) == 0:
                     text = delta[key]
                     if (
                         type(text) is str
@@ -299,8 +321,7 @@ class ResponseStreamTranslator:
         if self._open is not kind:
             self._close(out)
             self._open_text_item(kind, out)
-        self._text.append(text)
-        out += self._delta_event(text)
+        self._held.append(text)  # written by flush(), at the end of this write at the latest
 
     def _open_text_item(self, kind: _TextKind, out: bytearray) -> None:
         index = len(self._output)
@@ -361,6 +382,8 @@ class ResponseStreamTranslator:
         kind, index = self._open, len(self._output)
         if kind is None:
             return
+        if self._held:
+            out += self.flush()
         self._open = self._fast = None
         if isinstance(kind, _TextKind):
             pieces = self._text

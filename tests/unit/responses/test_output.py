@@ -186,6 +186,7 @@ def test_text_deltas_are_compact_json_in_the_documented_key_order_even_with_lone
     translator = ResponseStreamTranslator(context(), SEALER, "req_1", "m")
     translator.start()
     raw = b"".join(translator.feed(delta(reasoning_content=t)) + translator.feed(delta(content=t)) for t in texts)
+    raw += translator.flush()  # the relay's flush at the end of the write
     blocks = [block for block in raw.split(b"\n\n") if b".delta\n" in block]
     assert len(blocks) == 4
     for block in blocks:
@@ -277,14 +278,16 @@ def test_echoed_fields_keep_the_documented_order_with_defaults_for_those_left_ou
 
 def test_the_text_pieces_of_one_write_become_one_delta_in_order_with_the_other_events() -> None:
     translator = ResponseStreamTranslator(context(), SEALER, "req_1", "m")
-    raw = translator.start() + translator.feed(delta(content="a"))  # opens the item: written at once
+    raw = translator.start() + translator.feed(delta(content="a"))  # opens the item at once, holds "a"
+    assert b"response.output_item.added" in raw
+    assert b".delta" not in raw
     assert translator.feed(delta(content="b")) == b""
     assert translator.feed(delta(content="c")) == b""  # held for the write
     raw += translator.flush()
     raw += translator.feed(delta(content="d")) + translator.feed(delta(reasoning_content="r"))  # "d" first
     raw += translator.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + translator.finish()
     seen = events(raw)
-    assert [e["delta"] for e in seen if e["type"] == "response.output_text.delta"] == ["a", "bc", "d"]
+    assert [e["delta"] for e in seen if e["type"] == "response.output_text.delta"] == ["abc", "d"]
     kinds = [e["type"] for e in seen]
     assert kinds.index("response.output_text.done") > max(
         i for i, k in enumerate(kinds) if k == "response.output_text.delta"
