@@ -160,13 +160,15 @@ def response_template(context: Context, *, request_id: str, model: str) -> bytes
     """``_RESPONSE`` with what stays the same while one response is written filled in (its id, created_at,
     model, store and the echoed fields); left to fill, in order: status, error, incomplete_details, the
     output items and usage. A stream writes its response twice (in progress, then finished) from one."""
-    fill = (b"%b", b"%b", b"%b")
     return _RESPONSE % (
         request_id.removeprefix("req_").encode(),
         context.created_at,
-        *fill,
+        b"%b",
+        b"%b",
+        b"%b",
         dumps_compact(model).replace(b"%", b"%%"),
-        *fill[:2],
+        b"%b",
+        b"%b",
         b"true" if context.store else b"false",
         context.echo.replace(b"%", b"%%"),
     )

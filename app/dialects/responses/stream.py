@@ -136,6 +136,7 @@ _MESSAGE = _text_kind(
     "content_index",
 )
 _SUMMARY_PART = b'{"type":"summary_text","text":%b}'
+_MESSAGE_DONE = message_json("%b", b"%b")  # a finished message item: its id, its part
 
 
 class _Call:
@@ -180,7 +181,7 @@ class ResponseStreamTranslator:
         self._seq = 0
         self._output: list[bytes] = []  # finished items, serialised
         self._open: _TextKind | str | None = None  # the open item: a text kind, or "call"
-        self._item = ""  # the open text item's id
+        self._item = b""  # the open text item's id
         self._common = b""  # and the members every event of it starts with
         self._text: list[str] = []  # the open text item's pieces written so far
         self._calls: dict[int, _Call] = {}
@@ -294,7 +295,7 @@ class ResponseStreamTranslator:
         return self._delta_event(text)
 
     def finish(self) -> bytes:
-        out = bytearray(self.flush())
+        out = bytearray()  # what is held goes out when its item closes, below or in fail()
         if self._broken is None and self._finish is None:
             self._broken = "The upstream stream ended before the response was complete."
         for position in sorted(self._calls) if self._calls else ():
@@ -319,19 +320,19 @@ class ResponseStreamTranslator:
 
     def _delta(self, kind: _TextKind, text: str, out: bytearray) -> None:
         if self._open is not kind:
-            self._close(out)
+            if self._open is not None:
+                self._close(out)
             self._open_text_item(kind, out)
         self._held.append(text)  # written by flush(), at the end of this write at the latest
 
     def _open_text_item(self, kind: _TextKind, out: bytearray) -> None:
         index = len(self._output)
         self._open, self._fast, self._other = kind, kind.field, kind.other
-        self._item = item = item_id(kind.id_prefix, self._request_id, index or None)
-        item_bytes = item.encode()
-        self._common = common = kind.common % (item_bytes, index)
+        self._item = item = item_id(kind.id_prefix, self._request_id, index or None).encode()
+        self._common = common = kind.common % (item, index)
         seq = self._seq
         self._seq = seq + 2
-        out += kind.opened % (seq, index, item_bytes, seq + 1, common)
+        out += kind.opened % (seq, index, item, seq + 1, common)
         head, tail = kind.delta
         self._framing = (head, b"," + common + b',"delta":', tail)
 
@@ -392,10 +393,10 @@ class ResponseStreamTranslator:
             text_json = dumps_compact(text)
             if kind is _REASONING:
                 part = _SUMMARY_PART % text_json
-                item = reasoning_json(self._item, text, self.context, self._sealer)
+                item = reasoning_json(self._item.decode(), text, self.context, self._sealer)
             else:
                 part = output_text_json(text_json)
-                item = message_json(self._item, part)
+                item = _MESSAGE_DONE % (self._item, part)
             common, seq = self._common, self._seq
             self._seq = seq + 3
             out += kind.closed % (seq, common, text_json, seq + 1, common, part, seq + 2, index, item)
