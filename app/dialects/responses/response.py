@@ -35,6 +35,7 @@ ECHOED += ("max_output_tokens", "previous_response_id", "reasoning", "text", "me
 DEFAULTS: dict[str, Any] = {"tool_choice": "auto", "parallel_tool_calls": True, "tools": [], "metadata": {}}
 DEFAULTS |= {"text": {"format": {"type": "text"}}, "truncation": "disabled", "reasoning": {}}
 _ECHO_INDEX = {key: i for i, key in enumerate(ECHOED)}
+_ECHO_NAMES = [b'"%b":' % key.encode() for key in ECHOED]  # ECHOED's keys are ASCII
 _ECHO_DEFAULT_MEMBERS = [orjson.dumps({key: DEFAULTS.get(key)})[1:-1] for key in ECHOED]
 _DEFAULT_ECHO_JSON = b",".join(_ECHO_DEFAULT_MEMBERS)
 
@@ -83,7 +84,7 @@ def echo_members(body: dict[str, Any]) -> bytes:
         if index is not None and value is not None:
             if members is None:
                 members = _ECHO_DEFAULT_MEMBERS.copy()
-            members[index] = b'"%b":%b' % (key.encode(), dumps_compact(value))  # ECHOED's keys are ASCII
+            members[index] = _ECHO_NAMES[index] + dumps_compact(value)
     return _DEFAULT_ECHO_JSON if members is None else b",".join(members)
 
 
