@@ -236,24 +236,26 @@ class ResponseStreamTranslator:
     def feed(self, chunk: dict[str, Any], data: str = "") -> bytes:
         """The events one upstream chunk completes (``data``, its raw text, is not needed here).
 
-        The usual chunk -- one choice whose delta continues the open text item, nothing else -- is held
-        back and written by ``flush`` with the pieces that follow it in the same write (one delta event
-        for a burst); anything else writes what is held first, then goes through ``_feed_choice``.
+        The usual chunk -- one choice (index 0, no finish_reason) whose delta continues the open text item,
+        ``usage`` null -- is held back and written by ``flush`` with the pieces that follow it in the same
+        write (one delta event for a burst). Anything else, a chunk leaving out one of those members
+        included, goes through ``_feed_choice``: the same events, its text held the same way.
         """
         key = self._fast
-        if key is not None and chunk.get("usage") is None:
-            try:
-                (choice,) = chunk["choices"]
-                delta = choice["delta"]
-                if choice.get("finish_reason") is None and choice.get("index", 0) == 0:
-                    text = delta[key]
-                    if (
-                        type(text) is str
-                        and text
-                        and (len(delta) == 1 or not (delta.get(self._other) or delta.get("tool_calls")))
-                    ):
-                        self._held.append(text)  # written by flush(), joined with the pieces that follow
-                        return b""
+        if key is not None:
+            try:  # subscripts: a chunk of a stream that includes usage has all of these; one without is not "usual"
+                if chunk["usage"] is None:
+                    (choice,) = chunk["choices"]
+                    if choice["finish_reason"] is None and choice["index"] == 0:
+                        delta = choice["delta"]
+                        text = delta[key]
+                        if (
+                            type(text) is str
+                            and text
+                            and (len(delta) == 1 or not (delta.get(self._other) or delta.get("tool_calls")))
+                        ):
+                            self._held.append(text)  # written by flush(), joined with the pieces that follow
+                            return b""
             except _NOT_FAST:
                 pass  # another shape: the general path below
         usage = chunk.get("usage")

@@ -123,7 +123,8 @@ def stream_of(*chunks: dict[str, Any], ctx: Context | None = None) -> list[dict[
 
 
 def delta(**fields: Any) -> dict[str, Any]:
-    return {"choices": [{"index": 0, "delta": fields}]}
+    """A chunk as the upstream streams it when asked for usage (every member present)."""
+    return {"choices": [{"index": 0, "delta": fields, "logprobs": None, "finish_reason": None}], "usage": None}
 
 
 FINISH = {"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
@@ -295,3 +296,15 @@ def test_the_text_pieces_of_one_write_become_one_delta_in_order_with_the_other_e
     assert [e["sequence_number"] for e in seen] == list(range(len(seen)))
     assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "abcd"
     assert translator.flush() == b""
+
+
+def test_chunks_without_the_usual_members_are_translated_piece_by_piece_in_order() -> None:
+    translator = ResponseStreamTranslator(context(), SEALER, "req_1", "m")
+    raw = translator.start()
+    for piece in ("a", "b", "c"):
+        raw += translator.feed({"choices": [{"delta": {"content": piece}}]})  # no index, finish_reason, usage
+    raw += translator.feed({"choices": [{"delta": {}, "finish_reason": "stop"}]}) + translator.finish()
+    seen = events(raw)
+    assert "".join(e["delta"] for e in seen if e["type"] == "response.output_text.delta") == "abc"
+    assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "abc"
+    assert [e["sequence_number"] for e in seen] == list(range(len(seen)))
