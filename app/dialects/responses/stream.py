@@ -239,7 +239,8 @@ class ResponseStreamTranslator:
         The usual chunk -- one choice (index 0, no finish_reason) whose delta continues the open text item,
         ``usage`` null -- is held back and written by ``flush`` with the pieces that follow it in the same
         write (one delta event for a burst). Anything else, a chunk leaving out one of those members
-        included, goes through ``_feed_choice``: the same events, its text held the same way.
+        included, goes through ``_feed_choice``: the same events, its text held the same way (what is held
+        goes out before anything that closes its item).
         """
         key = self._fast
         if key is not None:
@@ -262,7 +263,7 @@ class ResponseStreamTranslator:
         if type(usage) is dict:
             self._usage = usage
         choices = chunk.get("choices")
-        out = bytearray(self.flush()) if self._held else bytearray()
+        out = bytearray()  # what is held stays held: it goes out before anything that closes its item
         for choice in choices if type(choices) is list else ():
             if type(choice) is dict and choice.get("index") in (0, None):
                 self._feed_choice(choice, out)
