@@ -169,6 +169,7 @@ class ResponseStreamTranslator:
         "_seq",
         "_template",
         "_text",
+        "_text_json",
         "_usage",
         "context",
     )
@@ -184,6 +185,7 @@ class ResponseStreamTranslator:
         self._item = b""  # the open text item's id
         self._common = b""  # and the members every event of it starts with
         self._text: list[str] = []  # the open text item's pieces written so far
+        self._text_json = b""  # the last one's JSON
         self._calls: dict[int, _Call] = {}
         self._open_call: int | None = None
         self._finish: str | None = None
@@ -201,13 +203,6 @@ class ResponseStreamTranslator:
         seq = self._seq
         self._seq = seq + 1
         return b"%b%d,%b}\n\n" % (head, seq, members)
-
-    def _delta_event(self, text: str) -> bytes:
-        """The open text item's delta event: its precomputed framing around the sequence number and the text."""
-        seq = self._seq
-        self._seq = seq + 1
-        head, middle, tail = self._framing
-        return b"%b%d%b%b%b" % (head, seq, middle, dumps_compact(text), tail)
 
     def _response_event(self, head: bytes, response: bytes) -> bytes:
         """An event whose one member is the ``response`` object (written into the event once, not copied twice)."""
@@ -295,7 +290,11 @@ class ResponseStreamTranslator:
         text = held[0] if len(held) == 1 else "".join(held)
         held.clear()
         self._text.append(text)
-        return self._delta_event(text)
+        self._text_json = text_json = dumps_compact(text)
+        seq = self._seq
+        self._seq = seq + 1
+        head, middle, tail = self._framing  # the open item's delta event around its sequence number and text
+        return b"%b%d%b%b%b" % (head, seq, middle, text_json, tail)
 
     def finish(self) -> bytes:
         out = bytearray()  # what is held goes out when its item closes, below or in fail()
@@ -391,9 +390,12 @@ class ResponseStreamTranslator:
         self._open = self._fast = None
         if isinstance(kind, _TextKind):
             pieces = self._text
-            text = pieces[0] if len(pieces) == 1 else "".join(pieces)
+            if len(pieces) == 1:  # written in one delta (the usual burst): its JSON is at hand
+                text, text_json = pieces[0], self._text_json
+            else:
+                text = "".join(pieces)
+                text_json = dumps_compact(text)
             self._text = []
-            text_json = dumps_compact(text)
             if kind is _REASONING:
                 part = _SUMMARY_PART % text_json
                 item = reasoning_json(self._item.decode(), text, self.context, self._sealer)
