@@ -33,6 +33,7 @@ request, and the Responses endpoint should cost no more than chat's.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -93,9 +94,8 @@ def parse_responses(body: dict[str, Any], open_reasoning: Callable[[str], str | 
         )
     else:
         input_items = []
-    context = Context(
-        echo_members(body), {} if tools is None else tools.names, fields.encrypted, fields.store, input_items
-    )
+    names = {} if tools is None else tools.names
+    context = Context(echo_members(body), names, fields.encrypted, fields.store, input_items, int(time.time()))
     return ChatRequest(
         model=model,
         body=forward,
@@ -148,13 +148,16 @@ def _passed(name: str) -> Callable[[_Fields, Any], None]:
     return read
 
 
-def _boolean(name: str) -> Callable[[_Fields, Any], None]:
-    def read(fields: _Fields, value: Any) -> None:
-        if not isinstance(value, bool):
-            raise invalid(name, "must be a boolean")
-        setattr(fields, name, value)
+def _stream(fields: _Fields, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise invalid("stream", "must be a boolean")
+    fields.stream = value
 
-    return read
+
+def _store(fields: _Fields, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise invalid("store", "must be a boolean")
+    fields.store = value
 
 
 _check_max_output_tokens = integer("max_output_tokens", 1, MAX_TOKENS)
@@ -199,8 +202,8 @@ _READERS: dict[str, Callable[[_Fields, Any], None]] = {
     "top_p": _passed("top_p"),
     "parallel_tool_calls": _passed("parallel_tool_calls"),
     "user": _passed("user"),
-    "stream": _boolean("stream"),
-    "store": _boolean("store"),
+    "stream": _stream,
+    "store": _store,
     "max_output_tokens": _max_output_tokens,
     "reasoning": _reasoning,
     "text": _text,
