@@ -220,11 +220,12 @@ class ResponseStreamTranslator:
         return KEEPALIVE
 
     def fail(self, code: str, message: str) -> bytes:
-        out = bytearray(self.flush())
+        out = [self.flush()]
         self._close(out)  # what was delivered stays a well-formed item of the failed response
         error = {"code": code, "message": message}
         response = fill_response(self._template, "failed", self._output, error=error)
-        return bytes(out) + self._response_event(_FAILED, response)
+        out.append(self._response_event(_FAILED, response))
+        return b"".join(out)
 
     # -- upstream chunks ---------------------------------------------------------------------------
 
@@ -258,13 +259,13 @@ class ResponseStreamTranslator:
         if type(usage) is dict:
             self._usage = usage
         choices = chunk.get("choices")
-        out = bytearray()  # what is held stays held: it goes out before anything that closes its item
+        out: list[bytes] = []  # what is held stays held: it goes out before anything that closes its item
         for choice in choices if type(choices) is list else ():
             if type(choice) is dict and choice.get("index") in (0, None):
                 self._feed_choice(choice, out)
-        return bytes(out) if out else b""
+        return b"".join(out)
 
-    def _feed_choice(self, choice: dict[str, Any], out: bytearray) -> None:
+    def _feed_choice(self, choice: dict[str, Any], out: list[bytes]) -> None:
         delta = choice.get("delta")
         if type(delta) is dict and self._broken is None:
             reasoning = delta.get("reasoning_content")
@@ -297,7 +298,7 @@ class ResponseStreamTranslator:
         return b"%b%d%b%b%b" % (head, seq, middle, text_json, tail)
 
     def finish(self) -> bytes:
-        out = bytearray()  # what is held goes out when its item closes, below or in fail()
+        out: list[bytes] = []  # what is held goes out when its item closes, below or in fail()
         if self._broken is None and self._finish is None:
             self._broken = "The upstream stream ended before the response was complete."
         for position in sorted(self._calls) if self._calls else ():
@@ -309,36 +310,37 @@ class ResponseStreamTranslator:
             elif call.pending:
                 self._open_item_for(position, call, out)
         if self._broken is not None:
-            return bytes(out) + self.fail("server_error", self._broken)
+            out.append(self.fail("server_error", self._broken))
+            return b"".join(out)
         self._close(out)
         status, incomplete = status_for(self._finish)
         response = fill_response(self._template, status, self._output, usage_json(self._usage), incomplete)
         self.context.final = response
         self.context.final_id = response_id(self._request_id)
-        out += self._response_event(_COMPLETED if status == "completed" else _INCOMPLETE, response)
-        return bytes(out)
+        out.append(self._response_event(_COMPLETED if status == "completed" else _INCOMPLETE, response))
+        return b"".join(out)
 
     # -- items -------------------------------------------------------------------------------------
 
-    def _delta(self, kind: _TextKind, text: str, out: bytearray) -> None:
+    def _delta(self, kind: _TextKind, text: str, out: list[bytes]) -> None:
         if self._open is not kind:
             if self._open is not None:
                 self._close(out)
             self._open_text_item(kind, out)
         self._held.append(text)  # written by flush(), at the end of this write at the latest
 
-    def _open_text_item(self, kind: _TextKind, out: bytearray) -> None:
+    def _open_text_item(self, kind: _TextKind, out: list[bytes]) -> None:
         index = len(self._output)
         self._open, self._fast, self._other = kind, kind.field, kind.other
         self._item = item = item_id(kind.id_prefix, self._request_id, index or None).encode()
         self._common = common = kind.common % (item, index)
         seq = self._seq
         self._seq = seq + 2
-        out += kind.opened % (seq, index, item, seq + 1, common)
+        out.append(kind.opened % (seq, index, item, seq + 1, common))
         head, tail = kind.delta
         self._framing = (head, b"," + common + b',"delta":', tail)
 
-    def _call_fragment(self, fragment: dict[str, Any], out: bytearray) -> None:
+    def _call_fragment(self, fragment: dict[str, Any], out: list[bytes]) -> None:
         position = fragment.get("index")
         if not isinstance(position, int) or isinstance(position, bool):
             position = max(self._calls, default=0)
@@ -356,7 +358,7 @@ class ResponseStreamTranslator:
                 return
             call.arguments.append(arguments)
             if not call.pending:
-                out += self._arguments_delta(position, call.index or 0, arguments)
+                out.append(self._arguments_delta(position, call.index or 0, arguments))
         if call.pending and call.name is not None:
             self._open_item_for(position, call, out)
 
@@ -371,22 +373,22 @@ class ResponseStreamTranslator:
         )
         return self._event(_ARGUMENTS_DELTA, members)
 
-    def _open_item_for(self, position: int, call: _Call, out: bytearray) -> None:
+    def _open_item_for(self, position: int, call: _Call, out: list[bytes]) -> None:
         self._close(out)
         self._open, self._open_call = "call", position
         call.pending, call.index = False, len(self._output)
         call.call_id = call.call_id or item_id("call", self._request_id, position)
         item, _ = call_json(self._fid(position), call.call_id, call.name or "", "", self.context, status="in_progress")
-        out += self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (call.index, item))
+        out.append(self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (call.index, item)))
         if call.arguments:
-            out += self._arguments_delta(position, call.index, "".join(call.arguments))
+            out.append(self._arguments_delta(position, call.index, "".join(call.arguments)))
 
-    def _close(self, out: bytearray) -> None:
+    def _close(self, out: list[bytes]) -> None:
         kind, index = self._open, len(self._output)
         if kind is None:
             return
         if self._held:
-            out += self.flush()
+            out.append(self.flush())
         self._open = self._fast = None
         if isinstance(kind, _TextKind):
             pieces = self._text
@@ -404,7 +406,7 @@ class ResponseStreamTranslator:
                 item = _MESSAGE_DONE % (self._item, part)
             common, seq = self._common, self._seq
             self._seq = seq + 3
-            out += kind.closed % (seq, common, text_json, seq + 1, common, part, seq + 2, index, item)
+            out.append(kind.closed % (seq, common, text_json, seq + 1, common, part, seq + 2, index, item))
         else:
             position, self._open_call = self._open_call or 0, None
             call = self._calls[position]
@@ -412,9 +414,11 @@ class ResponseStreamTranslator:
             fid = self._fid(position)
             item, name = call_json(fid, call.call_id or "", call.name or "", arguments, self.context)
             members = b'"item_id":"%b","output_index":%d,"name":%b,"arguments":%b'
-            out += self._event(
-                _ARGUMENTS_DONE,
-                members % (fid.encode(), index, dumps_compact(name), dumps_compact(arguments)),
+            out.append(
+                self._event(
+                    _ARGUMENTS_DONE,
+                    members % (fid.encode(), index, dumps_compact(name), dumps_compact(arguments)),
+                )
             )
-            out += self._event(_ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item))
+            out.append(self._event(_ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item)))
         self._output.append(item)
