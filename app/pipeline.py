@@ -85,7 +85,9 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
     body = parse_json(await inbound.body())
     model = services.catalog.for_key(dialect.model_name(body), key.models)
     inbound.record.model = model.id
-    body = await dialect_load(dialect, body, key.id)
+    loading = dialect_load(dialect, body, key.id)  # server-side state the body refers to, if any
+    if loading is not None:
+        body = await loading
     request = dialect.parse(body)
     inbound.record.stream = request.stream
     prompt_tokens = estimate_prompt_tokens(request.body["messages"], request.body.get("tools"))
@@ -348,9 +350,11 @@ def reply_for(admission: Admission, request: ChatRequest) -> Reply:
 # -- optional dialect hooks (app.dialects): server-side state before parsing, once the answer is complete
 
 
-async def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Any:
+def dialect_load(dialect: Dialect, body: Any, key_id: str) -> Awaitable[Any] | None:
+    """The dialect's loading of server-side state for this body, to await for the body to parse; None
+    when there is nothing to load (no coroutine made, nothing awaited)."""
     load = getattr(dialect, "load", None)
-    return body if load is None else await load(body, key_id)
+    return None if load is None else load(body, key_id)
 
 
 def dialect_finish(

@@ -10,10 +10,12 @@ rendered in its ``envelope``.
     responses/        POST /v1/responses (translated both ways; stored responses)
 
 Optional hooks a dialect may have (the pipeline looks them up, and calls them only if present):
-``async load(body, key_id) -> body`` after authentication and before ``parse`` (server-side state
-such as ``previous_response_id``), and ``on_complete(request, key_id)`` -> an ``async`` callable to
-await once the answer is complete, before its last bytes go out (keeping the answer), or ``None`` when
-this request needs nothing; a failing one is logged, never the client's problem.
+``load(body, key_id)`` after authentication and before ``parse`` -> an awaitable of the body to parse
+(server-side state such as ``previous_response_id``), or ``None`` when this body needs nothing; and
+``on_complete(request, key_id)`` -> an ``async`` callable to await once the answer is complete, before
+its last bytes go out (keeping the answer), or ``None`` when this request needs nothing; a failing one
+is logged, never the client's problem. Both return ``None`` rather than an awaitable that does nothing:
+they run on every request, and a coroutine made and awaited for nothing costs as much as the check.
 """
 
 from __future__ import annotations

@@ -54,13 +54,17 @@ class OpenAIResponses:
     def model_name(self, body: Any) -> str:
         return model_of(body)
 
-    async def load(self, body: Any, key_id: str) -> Any:
-        """Prepend the stored conversation of ``previous_response_id`` (the caller's own) to ``input``."""
+    def load(self, body: Any, key_id: str) -> Awaitable[Any] | None:
+        """With ``previous_response_id``: the body with the stored conversation (the caller's own) before
+        its ``input``, to await; None without one (nothing to wait for)."""
         previous = body.get("previous_response_id") if isinstance(body, dict) else None
         if previous is None:
-            return body
+            return None
         if not isinstance(previous, str) or not previous:
             raise invalid("previous_response_id", "must be a non-empty string")
+        return self._continued(body, previous, key_id)
+
+    async def _continued(self, body: dict[str, Any], previous: str, key_id: str) -> Any:
         record = await self._store.get(previous, key_id)
         if record is None:
             raise invalid("previous_response_id", f"no stored response with id '{previous[:64]}'")
