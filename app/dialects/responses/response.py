@@ -93,9 +93,10 @@ def item_id(prefix: str, request_id: str, n: int | None = None) -> str:
     return base if n is None else f"{base}_{n}"
 
 
-def status_for(finish_reason: str | None) -> tuple[str, str | None]:
-    """The response's status and, when incomplete, the reason."""
-    reason = _INCOMPLETE.get(finish_reason or "")
+def status_for(finish_reason: Any) -> tuple[str, str | None]:
+    """The response's status and, when incomplete, the reason (an upstream's finish_reason of any other
+    value or type: completed)."""
+    reason = _INCOMPLETE.get(finish_reason) if type(finish_reason) is str else None
     return ("incomplete", reason) if reason else ("completed", None)
 
 

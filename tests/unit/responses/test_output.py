@@ -308,3 +308,10 @@ def test_chunks_without_the_usual_members_take_the_general_path_to_the_same_even
     assert [e["delta"] for e in seen if e["type"] == "response.output_text.delta"] == ["abc"]  # one write
     assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "abc"
     assert [e["sequence_number"] for e in seen] == list(range(len(seen)))
+
+
+def test_a_finish_reason_of_another_type_completes_the_response_instead_of_failing_the_request() -> None:
+    for odd in (["length"], {"reason": "length"}, 3, None):
+        answer = {"choices": [{"message": {"content": "x"}, "finish_reason": odd}]}
+        response = orjson.loads(chat_to_response(answer, context(), SEALER, "req_1", "m"))
+        assert (response["status"], response["incomplete_details"]) == ("completed", None)
