@@ -30,8 +30,9 @@ _STOP_REASONS = {
 }
 
 
-def stop_reason_for(finish_reason: str | None, *, has_tool_use: bool = False) -> str:
-    reason = _STOP_REASONS.get(finish_reason, "end_turn") if finish_reason is not None else "end_turn"
+def stop_reason_for(finish_reason: Any, *, has_tool_use: bool = False) -> str:
+    """An upstream finish_reason of any other value or type (a list, an object): end_turn."""
+    reason = _STOP_REASONS.get(finish_reason, "end_turn") if type(finish_reason) is str else "end_turn"
     if has_tool_use and reason == "end_turn":
         return "tool_use"
     return reason

@@ -168,3 +168,9 @@ def test_usage_with_nonsense_values_never_goes_negative() -> None:
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 5,
     }
+
+
+def test_a_finish_reason_of_another_type_ends_the_turn_instead_of_failing_the_request() -> None:
+    for odd in (["length"], {"reason": "length"}, 3):
+        chat = completion({"role": "assistant", "content": "x"}, finish_reason=odd)  # type: ignore[arg-type]
+        assert translate(chat)["stop_reason"] == "end_turn"
