@@ -16,7 +16,8 @@ from typing import Any
 
 from app.chat_request import ChatRequest, model_of
 from app.dialects import Reply
-from app.dialects.responses.request import invalid, parse_responses
+from app.dialects.responses.errors import invalid
+from app.dialects.responses.request import parse_responses
 from app.dialects.responses.response import Context, chat_to_response, response_id
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator

@@ -20,21 +20,34 @@ name, arguments of parallel calls interleaved after their item closed, or an ups
 Events are written as bytes around already serialised members (``app.dialects.responses.response``):
 each item is serialised once, for its ``output_item.done`` and again inside the final response. The
 usual chunk -- one more piece of the open text -- is held back and the pieces of one write are joined
-into a single delta event (``flush``, called by the relay), framed from precomputed bytes.
+into a single delta event (``flush``, called by the relay), framed from precomputed bytes
+(``app.dialects.responses.events``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from app.dialects.responses.events import (
+    ARGUMENTS_DELTA,
+    ARGUMENTS_DONE,
+    COMPLETED,
+    FAILED,
+    INCOMPLETE,
+    ITEM_ADDED,
+    ITEM_DONE,
+    MESSAGE,
+    MESSAGE_DONE,
+    REASONING,
+    STARTED,
+    SUMMARY_PART,
+    TextKind,
+)
 from app.dialects.responses.response import (
-    EMPTY_OUTPUT_TEXT,
     Context,
     call_json,
     fill_response,
     item_id,
-    message_json,
     output_text_json,
     reasoning_json,
     response_id,
@@ -46,97 +59,7 @@ from app.dialects.responses.seal import Sealer
 from app.json import dumps_compact
 
 KEEPALIVE = b": keepalive\n\n"
-
-
-def _head(kind: str) -> bytes:
-    """The bytes of a ``kind`` event up to its sequence number (``_event`` writes the rest)."""
-    name = kind.encode()
-    return b'event: %b\ndata: {"type":"%b","sequence_number":' % (name, name)
-
-
-_CREATED, _IN_PROGRESS = _head("response.created"), _head("response.in_progress")
-_COMPLETED, _INCOMPLETE, _FAILED = _head("response.completed"), _head("response.incomplete"), _head("response.failed")
-_ITEM_ADDED, _ITEM_DONE = _head("response.output_item.added"), _head("response.output_item.done")
-_STARTED = _CREATED + b'%d,"response":%b}\n\n' + _IN_PROGRESS + b'%d,"response":%b}\n\n'  # seq, response twice
-_ARGUMENTS_DELTA = _head("response.function_call_arguments.delta")
-_ARGUMENTS_DONE = _head("response.function_call_arguments.done")
 _NOT_FAST = (KeyError, TypeError, ValueError, IndexError)  # a chunk of another shape than one text piece
-
-
-@dataclass(frozen=True, slots=True)
-class _TextKind:
-    """How one kind of text item (``reasoning`` or ``message``) streams: the chunk field it comes from, the
-    other text field, and its events as templates, each written in one ``%`` (placeholders in the order
-    they appear; ``<common>`` is ``common`` filled in: the members every event of the item starts with).
-
-    - ``opened``: seq, output_index, item id; seq + 1, <common> -- ``output_item.added`` and the part added
-    - ``delta``: the bytes of a delta event before its sequence number, between it and the text, after
-    - ``closed``: seq, <common>, text; seq + 1, <common>, part; seq + 2, output_index, item -- the text
-      done, the part done and ``output_item.done``
-    """
-
-    field: str
-    other: str
-    id_prefix: str
-    common: bytes
-    opened: bytes
-    delta: tuple[bytes, bytes]  # head up to the sequence number, after the text
-    closed: bytes
-
-
-def _text_kind(field: str, other: str, id_prefix: str, names: tuple[str, str, str, str], index_key: str) -> _TextKind:
-    part_added, delta, text_done, part_done = (_head(f"response.{name}") for name in names)
-    empty_item, empty_part, text_tail = (
-        (b'{"type":"reasoning","id":"%b","summary":[]}', b'{"type":"summary_text","text":""}', b"")
-        if id_prefix == "rs"
-        else (message_json("%b", b"", status="in_progress"), EMPTY_OUTPUT_TEXT, b',"logprobs":[]')
-    )
-    return _TextKind(
-        field=field,
-        other=other,
-        id_prefix=id_prefix,
-        common=b'"item_id":"%b","output_index":%d,"' + index_key.encode() + b'":0',
-        opened=_ITEM_ADDED
-        + b'%d,"output_index":%d,"item":'
-        + empty_item
-        + b"}\n\n"
-        + part_added
-        + b'%d,%b,"part":'
-        + empty_part
-        + b"}\n\n",
-        delta=(delta, text_tail + b"}\n\n"),
-        closed=text_done
-        + b'%d,%b,"text":%b'
-        + text_tail
-        + b"}\n\n"
-        + part_done
-        + b'%d,%b,"part":%b}\n\n'
-        + _ITEM_DONE
-        + b'%d,"output_index":%d,"item":%b}\n\n',
-    )
-
-
-_REASONING = _text_kind(
-    "reasoning_content",
-    "content",
-    "rs",
-    (
-        "reasoning_summary_part.added",
-        "reasoning_summary_text.delta",
-        "reasoning_summary_text.done",
-        "reasoning_summary_part.done",
-    ),
-    "summary_index",
-)
-_MESSAGE = _text_kind(
-    "content",
-    "reasoning_content",
-    "msg",
-    ("content_part.added", "output_text.delta", "output_text.done", "content_part.done"),
-    "content_index",
-)
-_SUMMARY_PART = b'{"type":"summary_text","text":%b}'
-_MESSAGE_DONE = message_json("%b", b"%b")  # a finished message item: its id, its part
 
 
 class _Call:
@@ -181,7 +104,7 @@ class ResponseStreamTranslator:
         self._template = response_template(context, request_id=request_id, model=model)  # see fill_response
         self._seq = 0
         self._output: list[bytes] = []  # finished items, serialised
-        self._open: _TextKind | str | None = None  # the open item: a text kind, or "call"
+        self._open: TextKind | str | None = None  # the open item: a text kind, or "call"
         self._item = b""  # the open text item's id
         self._common = b""  # and the members every event of it starts with
         self._text: list[str] = []  # the open text item's pieces written so far
@@ -199,7 +122,7 @@ class ResponseStreamTranslator:
     # -- events ------------------------------------------------------------------------------------
 
     def _event(self, head: bytes, members: bytes) -> bytes:
-        """An event: its ``head`` (``_head(kind)``), sequence number, then ``members`` (serialised JSON members)."""
+        """An event: its ``head`` (``head(kind)``), sequence number, then ``members`` (serialised JSON members)."""
         seq = self._seq
         self._seq = seq + 1
         return b"%b%d,%b}\n\n" % (head, seq, members)
@@ -214,7 +137,7 @@ class ResponseStreamTranslator:
         response = fill_response(self._template, "in_progress")
         seq = self._seq
         self._seq = seq + 2
-        return _STARTED % (seq, response, seq + 1, response)
+        return STARTED % (seq, response, seq + 1, response)
 
     def heartbeat(self) -> bytes:
         return KEEPALIVE
@@ -224,7 +147,7 @@ class ResponseStreamTranslator:
         self._close(out)  # what was delivered stays a well-formed item of the failed response
         error = {"code": code, "message": message}
         response = fill_response(self._template, "failed", self._output, error=error)
-        out.append(self._response_event(_FAILED, response))
+        out.append(self._response_event(FAILED, response))
         return b"".join(out)
 
     # -- upstream chunks ---------------------------------------------------------------------------
@@ -270,10 +193,10 @@ class ResponseStreamTranslator:
         if type(delta) is dict and self._broken is None:
             reasoning = delta.get("reasoning_content")
             if type(reasoning) is str and reasoning:
-                self._delta(_REASONING, reasoning, out)
+                self._delta(REASONING, reasoning, out)
             content = delta.get("content")
             if type(content) is str and content:
-                self._delta(_MESSAGE, content, out)
+                self._delta(MESSAGE, content, out)
             calls = delta.get("tool_calls")
             if calls and type(calls) is list:
                 for fragment in calls:
@@ -317,19 +240,19 @@ class ResponseStreamTranslator:
         response = fill_response(self._template, status, self._output, usage_json(self._usage), incomplete)
         self.context.final = response
         self.context.final_id = response_id(self._request_id)
-        out.append(self._response_event(_COMPLETED if status == "completed" else _INCOMPLETE, response))
+        out.append(self._response_event(COMPLETED if status == "completed" else INCOMPLETE, response))
         return b"".join(out)
 
     # -- items -------------------------------------------------------------------------------------
 
-    def _delta(self, kind: _TextKind, text: str, out: list[bytes]) -> None:
+    def _delta(self, kind: TextKind, text: str, out: list[bytes]) -> None:
         if self._open is not kind:
             if self._open is not None:
                 self._close(out)
             self._open_text_item(kind, out)
         self._held.append(text)  # written by flush(), at the end of this write at the latest
 
-    def _open_text_item(self, kind: _TextKind, out: list[bytes]) -> None:
+    def _open_text_item(self, kind: TextKind, out: list[bytes]) -> None:
         index = len(self._output)
         self._open, self._fast, self._other = kind, kind.field, kind.other
         self._item = item = item_id(kind.id_prefix, self._request_id, index or None).encode()
@@ -371,7 +294,7 @@ class ResponseStreamTranslator:
             index,
             dumps_compact(arguments),
         )
-        return self._event(_ARGUMENTS_DELTA, members)
+        return self._event(ARGUMENTS_DELTA, members)
 
     def _open_item_for(self, position: int, call: _Call, out: list[bytes]) -> None:
         self._close(out)
@@ -379,7 +302,7 @@ class ResponseStreamTranslator:
         call.pending, call.index = False, len(self._output)
         call.call_id = call.call_id or item_id("call", self._request_id, position)
         item, _ = call_json(self._fid(position), call.call_id, call.name or "", "", self.context, status="in_progress")
-        out.append(self._event(_ITEM_ADDED, b'"output_index":%d,"item":%b' % (call.index, item)))
+        out.append(self._event(ITEM_ADDED, b'"output_index":%d,"item":%b' % (call.index, item)))
         if call.arguments:
             out.append(self._arguments_delta(position, call.index, "".join(call.arguments)))
 
@@ -390,7 +313,7 @@ class ResponseStreamTranslator:
         if self._held:
             out.append(self.flush())
         self._open = self._fast = None
-        if isinstance(kind, _TextKind):
+        if isinstance(kind, TextKind):
             pieces = self._text
             if len(pieces) == 1:  # written in one delta (the usual burst): its JSON is at hand
                 text, text_json = pieces[0], self._text_json
@@ -398,12 +321,12 @@ class ResponseStreamTranslator:
                 text = "".join(pieces)
                 text_json = dumps_compact(text)
             self._text = []
-            if kind is _REASONING:
-                part = _SUMMARY_PART % text_json
+            if kind is REASONING:
+                part = SUMMARY_PART % text_json
                 item = reasoning_json(self._item.decode(), text, self.context, self._sealer)
             else:
                 part = output_text_json(text_json)
-                item = _MESSAGE_DONE % (self._item, part)
+                item = MESSAGE_DONE % (self._item, part)
             common, seq = self._common, self._seq
             self._seq = seq + 3
             out.append(kind.closed % (seq, common, text_json, seq + 1, common, part, seq + 2, index, item))
@@ -416,9 +339,9 @@ class ResponseStreamTranslator:
             members = b'"item_id":"%b","output_index":%d,"name":%b,"arguments":%b'
             out.append(
                 self._event(
-                    _ARGUMENTS_DONE,
+                    ARGUMENTS_DONE,
                     members % (fid.encode(), index, dumps_compact(name), dumps_compact(arguments)),
                 )
             )
-            out.append(self._event(_ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item)))
+            out.append(self._event(ITEM_DONE, b'"output_index":%d,"item":%b' % (index, item)))
         self._output.append(item)
