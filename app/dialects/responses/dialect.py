@@ -84,7 +84,8 @@ class OpenAIResponses:
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
         context: Context = reply.context
         context.final = chat_to_response(answer, context, self._sealer, reply.request_id, reply.model)
-        context.final_id = response_id(reply.request_id)
+        if context.store:
+            context.final_id = response_id(reply.request_id)  # the stored record's id
         return context.final
 
     def stream(self, request: ChatRequest, reply: Reply) -> ResponsesStream:

@@ -228,6 +228,7 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
     status, incomplete = status_for(choice.get("finish_reason"))
     if text and not reasoning and not raw_calls:
         hex_id = request_id.removeprefix("req_").encode()
+        prompt, cached, completion, reasoning_tokens, total = usage_counts(answer.get("usage"))
         return _TEXT_RESPONSE % (
             hex_id,
             context.created_at,
@@ -236,7 +237,11 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
             dumps_compact(model),
             hex_id,
             dumps_compact(text),
-            *usage_counts(answer.get("usage")),
+            prompt,
+            cached,
+            completion,
+            reasoning_tokens,
+            total,
             b"true" if context.store else b"false",
             context.echo,
         )

@@ -239,7 +239,8 @@ class ResponseStreamTranslator:
         status, incomplete = status_for(self._finish)
         response = fill_response(self._template, status, self._output, usage_json(self._usage), incomplete)
         self.context.final = response
-        self.context.final_id = response_id(self._request_id)
+        if self.context.store:
+            self.context.final_id = response_id(self._request_id)  # the stored record's id
         out.append(self._response_event(COMPLETED if status == "completed" else INCOMPLETE, response))
         return b"".join(out)
 
