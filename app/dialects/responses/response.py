@@ -194,21 +194,6 @@ def fill_response(
     )
 
 
-def response_json(
-    context: Context,
-    *,
-    request_id: str,
-    model: str,
-    status: str,
-    output: Sequence[bytes] = (),
-    usage: bytes = b"null",
-    incomplete: str | None = None,
-    error: dict[str, Any] | None = None,
-) -> bytes:
-    template = response_template(context, request_id=request_id, model=model)
-    return fill_response(template, status, output, usage, incomplete, error)
-
-
 def response_id(request_id: str) -> str:
     return "resp_" + request_id.removeprefix("req_")
 
@@ -259,12 +244,5 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
         name = function.get("name") if isinstance(function.get("name"), str) else ""
         arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
         output.append(call_json(item_id("fc", request_id, n), call_id, name, arguments, context)[0])
-    return response_json(
-        context,
-        request_id=request_id,
-        model=model,
-        status=status,
-        output=output,
-        usage=usage_json(answer.get("usage")),
-        incomplete=incomplete,
-    )
+    template = response_template(context, request_id=request_id, model=model)
+    return fill_response(template, status, output, usage_json(answer.get("usage")), incomplete)

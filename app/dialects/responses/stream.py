@@ -143,8 +143,8 @@ class ResponseStreamTranslator:
         return KEEPALIVE
 
     def fail(self, code: str, message: str) -> bytes:
-        out = [self.flush()]
-        self._close(out)  # what was delivered stays a well-formed item of the failed response
+        out: list[bytes] = []
+        self._close(out)  # held text first; what was delivered stays a well-formed item of the failed response
         error = {"code": code, "message": message}
         response = fill_response(self._template, "failed", self._output, error=error)
         out.append(self._response_event(FAILED, response))

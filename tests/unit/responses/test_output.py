@@ -13,9 +13,10 @@ from app.dialects.responses.response import (
     Context,
     chat_to_response,
     echo_members,
+    fill_response,
     message_json,
     output_text_json,
-    response_json,
+    response_template,
     status_for,
     usage_json,
 )
@@ -93,15 +94,8 @@ def test_a_text_answer_in_one_template_is_byte_for_byte_what_the_item_writers_wr
     ctx = context(echo={"instructions": "i", "metadata": {"a": 1}}, store=True)
     status, incomplete = status_for(finish)
     part = output_text_json(dumps_compact(text))
-    expected = response_json(
-        ctx,
-        request_id="req_abc",
-        model="model-x",
-        status=status,
-        output=[message_json("msg_abc", part)],
-        usage=usage_json(usage),
-        incomplete=incomplete,
-    )
+    template = response_template(ctx, request_id="req_abc", model="model-x")
+    expected = fill_response(template, status, [message_json("msg_abc", part)], usage_json(usage), incomplete)
     assert chat_to_response(answer, ctx, SEALER, "req_abc", "model-x") == expected
 
 
