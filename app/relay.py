@@ -198,20 +198,17 @@ class Relay:
             head = self._writer.start()
             if head:
                 return head + self._at_hand()
-        while True:
+        while True:  # nothing is held back here: every return above and below ends with _at_hand's flush
             if self._pending:
                 item = self._pending.pop(0)
             else:
-                held = self._flush() if self._flush is not None else b""
-                if held:
-                    return held  # never wait for the upstream with bytes held back
                 try:
                     item = await self._events.next(self._heartbeat)
                 except TimeoutError:
                     return self._writer.heartbeat()
-            out = self._consume(item)
-            if out is not None:
-                return out + self._at_hand()
+            out = self._consume(item) + self._at_hand()  # and what the writer held back, with the rest of its burst
+            if out:
+                return out
 
     def _at_hand(self) -> bytes:
         """Client bytes of every event already here (primed or queued), to go out in the same write.
@@ -224,14 +221,12 @@ class Relay:
             item = self._pending.pop(0) if self._pending else self._events.take()
             if item is None:
                 break
-            out = self._consume(item)
-            if out is not None:
-                parts.append(out)
+            parts.append(self._consume(item))
         if self._flush is not None:
             parts.append(self._flush())
         return b"".join(parts)
 
-    def _consume(self, item: Any) -> bytes | None:
+    def _consume(self, item: Any) -> bytes:
         if item is _DONE:
             self._ended = True
             if self._finish_reason is None and self.outcome.usage is None:
@@ -246,7 +241,7 @@ class Relay:
             self._ended = True
             return self._fail(err)
         self._account(chunk)
-        return self._writer.chunk(chunk, data) or None
+        return self._writer.chunk(chunk, data)
 
     def _deliver(self) -> None:
         """Count the output of the bytes handed out as delivered (``outcome.output_tokens`` bills a cut stream)."""

@@ -45,8 +45,7 @@ class StreamWriter(Protocol):
 
     A writer may also have ``flush() -> bytes``: what it held back from ``chunk`` to join with the
     events that follow (Responses merges the text pieces of a burst into one delta event). The relay
-    calls it at the end of every write and before it waits for the upstream, so nothing is held while
-    the client could have it.
+    calls it at the end of every write, so nothing is held while it waits for the upstream.
     """
 
     def start(self) -> bytes: ...

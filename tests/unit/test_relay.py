@@ -261,3 +261,14 @@ async def test_held_bytes_go_out_with_their_write_and_never_wait_for_the_upstrea
     # one event at a time now: each is flushed before the relay waits for the next, not held until then
     assert await asyncio.wait_for(relay.__anext__(), 1) in (b"3;", b"3;4;")
     await relay.aclose()
+
+
+async def test_a_burst_after_a_wait_is_one_write_with_a_writer_that_holds_back() -> None:
+    response = WordsResponse(6, burst=3)
+    relay, _ = await first_burst_queued(response, HoldingWriter(), heartbeat_interval=5)
+    assert await relay.__anext__() == b"head;1;2;3;"
+    waiting = asyncio.ensure_future(relay.__anext__())  # the relay waits for the upstream now
+    await asyncio.sleep(0.05)
+    response.release.set()  # 4, 5 and 6 arrive together
+    assert await asyncio.wait_for(waiting, 1) == b"4;5;6;"  # not "4;" then "5;6;": the held piece waits for its burst
+    await relay.aclose()
