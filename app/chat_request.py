@@ -170,7 +170,7 @@ def _messages(value: Any) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise _fail("Each message must be an object.", f"messages[{i}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if type(role) is not str or role not in _ROLES:  # a list is no role (and no set member either)
             raise _fail(f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}.", f"messages[{i}].role")
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):

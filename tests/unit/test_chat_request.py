@@ -143,6 +143,7 @@ def test_content_parts_of_any_type_pass_through() -> None:
         (body(messages="hi"), "messages"),
         (body(messages=["hi"]), "messages[0]"),
         (body(messages=[USER, {"content": "x"}]), "messages[1].role"),
+        (body(messages=[{"role": ["user"], "content": "x"}]), "messages[0].role"),  # unhashable: was a 500
         (body(messages=[{"role": "robot", "content": "x"}]), "messages[0].role"),
         (body(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
         (body(messages=[{"role": "user"}]), "messages[0].content"),

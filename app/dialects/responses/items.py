@@ -72,7 +72,7 @@ def _attach(message: dict[str, Any], thoughts: list[str]) -> None:
 
 def _message(item: dict[str, Any], param: str) -> dict[str, Any]:
     role = item.get("role")
-    if role not in _MESSAGE_ROLES:
+    if type(role) is not str or role not in _MESSAGE_ROLES:
         raise invalid(f"{param}.role", "must be one of 'user', 'assistant', 'system', 'developer'")
     if role == "developer":
         role = "system"  # Ark may refuse developer

@@ -162,6 +162,7 @@ def test_options_map_to_their_chat_names() -> None:
         ({"input": []}, "input"),
         ({"input": ["text"]}, "input.0"),
         ({"input": [{"role": "user", "content": 3}]}, "input.0.content"),
+        ({"input": [{"role": ["user"], "content": "hi"}]}, "input.0.role"),  # unhashable: was a TypeError, a 500
         ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input.0.content.0.type"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]},
