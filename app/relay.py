@@ -258,7 +258,8 @@ class Relay:
         usage = chunk.get("usage")
         if usage:
             outcome.usage = TokenUsage.from_openai(usage) or outcome.usage
-        for choice in chunk.get("choices") or ():
+        choices = chunk.get("choices")
+        for choice in choices if type(choices) is list else ():  # an upstream's "choices": 1 is no choice at all
             if isinstance(choice, dict):
                 if choice.get("finish_reason"):
                     self._finish_reason = choice["finish_reason"]

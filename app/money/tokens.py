@@ -78,7 +78,8 @@ def output_tokens(message: Any) -> int:
         text = message.get(field)
         if isinstance(text, str) and text:
             total += text_tokens(text)
-    for call in message.get("tool_calls") or ():
+    calls = message.get("tool_calls")
+    for call in calls if type(calls) is list else ():  # an upstream's "tool_calls": true carries no call
         fn = call.get("function") if isinstance(call, dict) else None
         if isinstance(fn, dict):
             for field in ("name", "arguments"):

@@ -11,19 +11,30 @@ end. Nothing raises: an exception here would be a 500, or a stream cut without i
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from app.catalog import Catalog
 from app.dialects.anthropic import MessageStreamTranslator
+from app.dialects.anthropic.dialect import MessagesStream
 from app.dialects.anthropic.response import chat_to_message
+from app.dialects.openai_chat import ChatStream
+from app.dialects.responses.dialect import ResponsesStream
 from app.dialects.responses.response import Context, chat_to_response, echo_members
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
+from app.money import rules
+from app.money.rules import Outcome
+from app.money.tokens import TokenUsage
+from app.relay import Relay, UpstreamEvents
+from app.settings import Settings
 
 SEALER = Sealer("master-key", "test purpose")
 EXAMPLES = 300
@@ -288,3 +299,79 @@ def test_a_lying_upstream_answer_still_becomes_a_well_formed_message(answer: dic
             assert isinstance(block["input"], dict)
             assert isinstance(block["name"], str)
     assert all(isinstance(value, int) and value >= 0 for value in message["usage"].values())
+
+
+MODEL = Catalog.from_settings(
+    Settings(
+        upstreams=[{"name": "ark", "base_url": "http://127.0.0.1:9/v1"}],
+        models=[
+            {
+                "id": "m",
+                "upstream": "ark",
+                "context_window": 1000,
+                "max_output_tokens": 100,
+                "price": {"input": "1.49", "output": "6.99", "cached_input": "0.30"},
+            }
+        ],
+    )
+).models[0]
+QUOTE = rules.quote(MODEL, prompt_tokens=50, requested_output=64, n=1, margin=0.1)
+
+
+class LyingResponse:
+    """An upstream SSE body: one write per list of chunks (a ``data:`` event each), then ``[DONE]`` if ``ended``."""
+
+    def __init__(self, writes: list[list[dict[str, Any]]], ended: bool) -> None:
+        self.status = 200
+        self.headers: dict[str, str] = {}
+        self.writes, self.ended = writes, ended
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for write in self.writes:
+            yield b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in write)
+            await asyncio.sleep(0)
+        if self.ended:
+            yield b"data: [DONE]\n\n"
+
+    async def aclose(self) -> None:
+        pass
+
+
+WRITERS = {
+    "chat": lambda: ChatStream(include_usage=True),
+    "responses": lambda: ResponsesStream(context(False), SEALER, "req_abc", "m"),
+    "messages": lambda: MessagesStream("m", "msg_abc", 50, lambda text: "sig"),
+}
+
+
+async def relayed(writer: Any, writes: list[list[dict[str, Any]]], ended: bool) -> tuple[bytes, Outcome]:
+    outcome = Outcome(sent=True)
+    events = UpstreamEvents(LyingResponse(writes, ended), deadline=asyncio.get_running_loop().time() + 10)
+    relay = Relay(events, writer, outcome, heartbeat_interval=5)
+    try:
+        if await relay.prime() is not None:
+            return b"", outcome  # refused before the first byte: an HTTP error, not a stream
+        return b"".join([part async for part in relay]), outcome
+    finally:
+        await relay.aclose()
+
+
+@settings(max_examples=200, deadline=None)
+@given(writes=writes, ended=st.booleans(), dialect=st.sampled_from(list(WRITERS)))
+def test_whatever_the_upstream_says_the_relay_ends_the_stream_and_the_charge_stays_within_the_caps(
+    writes: list[list[dict[str, Any]]], ended: bool, dialect: str
+) -> None:
+    raw, outcome = asyncio.run(relayed(WRITERS[dialect](), writes, ended))
+    assert outcome.output_tokens >= 0
+    if outcome.complete:
+        assert outcome.status == "ok"
+    else:
+        assert outcome.status in ("ok", "upstream_error", "incomplete"), outcome.status
+    if raw and dialect != "chat":
+        sse_events(raw)  # every event well-formed, to the last
+    charge = rules.settlement(outcome, QUOTE, MODEL)
+    if charge is not None:  # a lie about usage is charged no more than the prompt could be and the cap allowed
+        assert 0 <= charge.usage.prompt_tokens <= MODEL.context_window
+        assert 0 <= charge.usage.completion_tokens <= QUOTE.max_output_tokens * QUOTE.n
+        assert 0 <= charge.usage.cached_tokens <= charge.usage.prompt_tokens
+        assert 0 <= charge.cost <= rules.cost(TokenUsage(MODEL.context_window, QUOTE.max_output_tokens), MODEL.prices)

@@ -137,6 +137,7 @@ def test_output_of_a_stream_delta_is_counted_the_same_way() -> None:
     assert output_tokens(delta) == 2
     assert output_tokens(None) == 0
     assert output_tokens({"content": None, "tool_calls": None}) == 0
+    assert output_tokens({"content": "abcd", "tool_calls": True}) == 1  # a lie, not a TypeError mid-stream
 
 
 def test_a_whole_answer_counts_every_choice() -> None:

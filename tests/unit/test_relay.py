@@ -272,3 +272,26 @@ async def test_a_burst_after_a_wait_is_one_write_with_a_writer_that_holds_back()
     response.release.set()  # 4, 5 and 6 arrive together
     assert await asyncio.wait_for(waiting, 1) == b"4;5;6;"  # not "4;" then "5;6;": the held piece waits for its burst
     await relay.aclose()
+
+
+class ScriptedResponse(CountingResponse):
+    """An upstream SSE body of the given ``data:`` payloads, then ``[DONE]``."""
+
+    def __init__(self, *payloads: str) -> None:
+        super().__init__(0)
+        self.payloads = payloads
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for payload in self.payloads:
+            yield f"data: {payload}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+
+async def test_choices_that_are_not_a_list_count_for_nothing_and_the_stream_still_ends_properly() -> None:
+    response = ScriptedResponse('{"n": 1, "choices": 1}', '{"n": 2, "choices": "ab", "usage": {"prompt_tokens": 3}}')
+    outcome = Outcome()
+    relay = Relay(UpstreamEvents(response, deadline=deadline()), HeadedWriter(), outcome, heartbeat_interval=1)
+    assert await relay.prime() is None
+    assert b"".join([part async for part in relay]) == b"head;1;2;error;"  # no finish: cut, with its error event
+    assert outcome.output_tokens == 0
+    await relay.aclose()
