@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -22,6 +22,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from app.catalog import Catalog
+from app.dialects import StreamWriter
 from app.dialects.anthropic import MessageStreamTranslator
 from app.dialects.anthropic.dialect import MessagesStream
 from app.dialects.anthropic.response import chat_to_message
@@ -337,14 +338,14 @@ class LyingResponse:
         pass
 
 
-WRITERS = {
+WRITERS: dict[str, Callable[[], StreamWriter]] = {
     "chat": lambda: ChatStream(include_usage=True),
     "responses": lambda: ResponsesStream(context(False), SEALER, "req_abc", "m"),
     "messages": lambda: MessagesStream("m", "msg_abc", 50, lambda text: "sig"),
 }
 
 
-async def relayed(writer: Any, writes: list[list[dict[str, Any]]], ended: bool) -> tuple[bytes, Outcome]:
+async def relayed(writer: StreamWriter, writes: list[list[dict[str, Any]]], ended: bool) -> tuple[bytes, Outcome]:
     outcome = Outcome(sent=True)
     events = UpstreamEvents(LyingResponse(writes, ended), deadline=asyncio.get_running_loop().time() + 10)
     relay = Relay(events, writer, outcome, heartbeat_interval=5)
