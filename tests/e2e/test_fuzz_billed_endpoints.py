@@ -22,7 +22,8 @@ from tests.support.gateway import GatewayProcess
 from tests.support.hostile import json_values, request_bodies, responses_bodies
 
 MAX_EXAMPLES = 120
-ASCII = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+# printable ASCII header values; no leading or trailing blanks, which the HTTP client itself refuses to send
+ASCII = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40).map(str.strip)
 
 
 def encoded(body: Any) -> bytes:
