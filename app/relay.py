@@ -13,7 +13,8 @@ The relay fills in the request's ``Outcome`` as it goes -- usage when it arrives
 every delta delivered to the client (counted once the write carrying it went through, i.e. when the
 consumer asks for more, or with the stream's end) -- and marks how the stream ended: ``[DONE]`` or a finish (ok),
 upstream EOF, an error event, a read timeout or the total deadline (upstream_*), the client leaving
-or stalling, or the gateway shutting down.
+or stalling, the gateway shutting down, or an exception of its own translating the events (failed:
+logged, and the client still gets the stream's closing error event).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import orjson
 
 from app.dialects import StreamWriter
-from app.errors import GatewayError, UpstreamError, UpstreamTimeout
+from app.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
 from app.money.rules import Outcome
 from app.money.tokens import TokenUsage, output_tokens
 from app.sse import SSEDecoder, SSEError
@@ -181,7 +182,13 @@ class Relay:
 
     async def __anext__(self) -> bytes:
         self._deliver()  # asked for more: the bytes handed out last were written
-        out = await self._next_bytes()
+        try:
+            out = await self._next_bytes()
+        except StopAsyncIteration:
+            raise
+        except Exception:  # a bug translating this upstream's events: the client still gets the closing event
+            log.exception("relaying the stream failed")
+            out = self._broken()
         if self._ended:
             self._deliver()  # the upstream's end is in these bytes: the whole answer was produced and handed out
         if self.outcome.complete and self._on_complete is not None:
@@ -248,6 +255,16 @@ class Relay:
         if self._unsent:
             self.outcome.output_tokens += self._unsent
             self._unsent = 0
+
+    def _broken(self) -> bytes:
+        """End the stream after an exception of the gateway's own (status ``failed``, as a whole request's)."""
+        self._ended = True
+        self.outcome.status = "failed"
+        try:
+            return self._writer.error(InternalError("The gateway failed while relaying the answer."))
+        except Exception:
+            log.exception("the stream's closing error event failed too")
+            return b""
 
     def _fail(self, error: GatewayError) -> bytes:
         self.outcome.status = "upstream_timeout" if isinstance(error, UpstreamTimeout) else "upstream_error"

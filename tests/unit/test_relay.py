@@ -295,3 +295,27 @@ async def test_choices_that_are_not_a_list_count_for_nothing_and_the_stream_stil
     assert b"".join([part async for part in relay]) == b"head;1;2;error;"  # no finish: cut, with its error event
     assert outcome.output_tokens == 0
     await relay.aclose()
+
+
+class BrokenWriter(HeadedWriter):
+    """Raises on the chunk numbered ``n`` (a translator's bug)."""
+
+    def chunk(self, chunk: dict[str, Any], data: str) -> bytes:
+        if chunk["n"] == 2:
+            raise KeyError("n")
+        return super().chunk(chunk, data)
+
+
+async def test_a_writer_that_raises_ends_the_stream_with_its_error_event_and_status_failed() -> None:
+    outcome = Outcome()
+    relay = Relay(
+        UpstreamEvents(CountingResponse(4), deadline=deadline()), BrokenWriter(), outcome, heartbeat_interval=1
+    )
+    assert await relay.prime() is None
+    await asyncio.sleep(0.05)
+    parts = [part async for part in relay]
+    assert parts == [b"error;"]  # what the burst had made so far is lost with the exception; its end is not
+    assert outcome.status == "failed"
+    assert not outcome.complete
+    await relay.aclose()
+    assert outcome.status == "failed"  # closing does not make it "incomplete"
