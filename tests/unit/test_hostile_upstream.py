@@ -27,7 +27,7 @@ from app.dialects.anthropic import MessageStreamTranslator
 from app.dialects.anthropic.dialect import MessagesStream
 from app.dialects.anthropic.response import chat_to_message
 from app.dialects.openai_chat import ChatStream
-from app.dialects.responses.dialect import ResponsesStream
+from app.dialects.responses.dialect import OpenAIResponses, ResponsesStream
 from app.dialects.responses.response import Context, chat_to_response, echo_members
 from app.dialects.responses.seal import Sealer
 from app.dialects.responses.stream import ResponseStreamTranslator
@@ -36,6 +36,7 @@ from app.money.rules import Outcome
 from app.money.tokens import TokenUsage
 from app.relay import Relay, UpstreamEvents
 from app.settings import Settings
+from app.stored_responses import ResponseStore
 
 SEALER = Sealer("master-key", "test purpose")
 EXAMPLES = 300
@@ -376,3 +377,34 @@ def test_whatever_the_upstream_says_the_relay_ends_the_stream_and_the_charge_sta
         assert 0 <= charge.usage.completion_tokens <= QUOTE.max_output_tokens * QUOTE.n
         assert 0 <= charge.usage.cached_tokens <= charge.usage.prompt_tokens
         assert 0 <= charge.cost <= rules.cost(TokenUsage(MODEL.context_window, QUOTE.max_output_tokens), MODEL.prices)
+
+
+def next_turn(output: list[dict[str, Any]]) -> dict[str, Any]:
+    """The body of a client's next turn: its question, the last answer's items as they came, and a result
+    for every call in them (what Codex sends with ``store: false``)."""
+    results = [
+        {"type": "function_call_output", "call_id": item["call_id"], "output": "ok"}
+        for item in output
+        if item["type"] == "function_call"
+    ]
+    return {"model": "m", "input": [{"role": "user", "content": "go on"}, *output, *results]}
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(answer=answers, encrypted=st.booleans())
+def test_every_answer_the_gateway_gave_can_be_sent_back_as_input(answer: dict[str, Any], encrypted: bool) -> None:
+    dialect = OpenAIResponses(SEALER, ResponseStore.__new__(ResponseStore))  # the store is not read here
+    response = json.loads(chat_to_response(answer, context(encrypted), SEALER, "req_abc", "model-x"))
+    dialect.parse(next_turn(response["output"]))  # no InvalidRequest: the gateway reads what it wrote
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(writes=writes, encrypted=st.booleans())
+def test_every_streamed_answer_can_be_sent_back_as_input(writes: list[list[dict[str, Any]]], encrypted: bool) -> None:
+    dialect = OpenAIResponses(SEALER, ResponseStore.__new__(ResponseStore))
+    translator = ResponseStreamTranslator(context(encrypted), SEALER, "req_abc", "model-x")
+    raw = translator.start() + b"".join(translator.feed(chunk) for write in writes for chunk in write)
+    raw += translator.finish() + translator.flush()
+    final = sse_events(raw)[-1][1]["response"]
+    if final["status"] != "failed":
+        dialect.parse(next_turn(final["output"]))

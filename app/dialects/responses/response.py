@@ -5,7 +5,9 @@
   text, or nothing else), then one ``function_call`` item per tool call. The reasoning item's summary is
   the upstream's whole reasoning text (it has no summariser); ``encrypted_content`` (the same text,
   sealed) only when the request's ``include`` asked for ``reasoning.encrypted_content``.
-- A flattened namespace tool's call goes back under its own name with ``namespace`` set.
+- A flattened namespace tool's call goes back under its own name with ``namespace`` set. A tool call
+  without a name is nothing a client could run: left out (a stream cannot take it back: it fails); one
+  without an id gets ``call_<hex>_<n>``. The output is always valid input for the next turn.
 - ``finish_reason`` ``length`` -> status ``incomplete`` (``max_output_tokens``), ``content_filter`` ->
   ``incomplete`` (``content_filter``), anything else -> ``completed``.
 - Usage: ``prompt_tokens`` -> ``input_tokens``, ``completion_tokens`` -> ``output_tokens``, cached and
@@ -194,6 +196,12 @@ def fill_response(
     )
 
 
+def _runnable(call: Any) -> bool:
+    """A tool call a client could run: a function with a name (one without is left out of the answer)."""
+    function = call.get("function") if type(call) is dict else None
+    return type(function) is dict and type(function.get("name")) is str and bool(function["name"])
+
+
 def response_id(request_id: str) -> str:
     return "resp_" + request_id.removeprefix("req_")
 
@@ -233,16 +241,19 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
     output: list[bytes] = []
     if type(reasoning) is str and reasoning:
         output.append(reasoning_json(item_id("rs", request_id), reasoning, context, sealer))
-    calls = (
-        [c for c in raw_calls if type(c) is dict and type(c.get("function")) is dict] if type(raw_calls) is list else []
-    )
+    calls = [call for call in raw_calls if _runnable(call)] if type(raw_calls) is list else []
     if text or not calls:
         output.append(message_json(item_id("msg", request_id), _OUTPUT_TEXT % dumps_compact(text) if text else b""))
     for n, call in enumerate(calls):
         function = call["function"]
-        call_id: str = call["id"] if isinstance(call.get("id"), str) else item_id("call", request_id, n)
-        name = function.get("name") if isinstance(function.get("name"), str) else ""
-        arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
-        output.append(call_json(item_id("fc", request_id, n), call_id, name, arguments, context)[0])
+        call_id = call.get("id")
+        if not isinstance(call_id, str) or not call_id:
+            call_id = item_id("call", request_id, n)
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # non-standard upstreams send the object itself
+            arguments = dumps_compact(arguments).decode()
+        elif not isinstance(arguments, str):
+            arguments = ""
+        output.append(call_json(item_id("fc", request_id, n), call_id, function["name"], arguments, context)[0])
     template = response_template(context, request_id=request_id, model=model)
     return fill_response(template, status, output, usage_json(answer.get("usage")), incomplete)

@@ -309,3 +309,16 @@ def test_a_finish_reason_of_another_type_completes_the_response_instead_of_faili
         answer = {"choices": [{"message": {"content": "x"}, "finish_reason": odd}]}
         response = orjson.loads(chat_to_response(answer, context(), SEALER, "req_1", "m"))
         assert (response["status"], response["incomplete_details"]) == ("completed", None)
+
+
+def test_a_tool_call_without_a_name_is_left_out_and_one_without_an_id_gets_one() -> None:
+    calls = [
+        {"id": "", "function": {"name": "run", "arguments": {"cmd": "ls"}}},  # empty id, arguments as an object
+        {"id": "c2", "function": {"arguments": "{}"}},  # no name: nothing a client could run
+        {"id": "c3", "function": {"name": "", "arguments": "{}"}},
+    ]
+    answer = {"choices": [{"finish_reason": "tool_calls", "message": {"content": None, "tool_calls": calls}}]}
+    response = orjson.loads(chat_to_response(answer, context(), SEALER, "req_abc", "model-x"))
+    assert [item["type"] for item in response["output"]] == ["function_call"]
+    (call,) = response["output"]
+    assert (call["call_id"], call["name"], orjson.loads(call["arguments"])) == ("call_abc_0", "run", {"cmd": "ls"})
