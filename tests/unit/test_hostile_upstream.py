@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from app.catalog import Catalog
 from app.dialects import StreamWriter
 from app.dialects.anthropic import MessageStreamTranslator
-from app.dialects.anthropic.dialect import MessagesStream
+from app.dialects.anthropic.dialect import AnthropicMessages, MessagesStream, Signer
 from app.dialects.anthropic.response import chat_to_message
 from app.dialects.openai_chat import ChatStream
 from app.dialects.responses.dialect import OpenAIResponses, ResponsesStream
@@ -408,3 +408,69 @@ def test_every_streamed_answer_can_be_sent_back_as_input(writes: list[list[dict[
     final = sse_events(raw)[-1][1]["response"]
     if final["status"] != "failed":
         dialect.parse(next_turn(final["output"]))
+
+
+def next_messages_turn(content: list[dict[str, Any]]) -> dict[str, Any]:
+    """Claude Code's next turn: the answer's blocks as they came, then a result for every tool use."""
+    results = [
+        {"type": "tool_result", "tool_use_id": block["id"], "content": "ok"}
+        for block in content
+        if block["type"] == "tool_use"
+    ]
+    return {
+        "model": "m",
+        "max_tokens": 100,
+        "messages": [
+            {"role": "user", "content": "go on"},
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": results or "and then?"},
+        ],
+    }
+
+
+def streamed_blocks(events: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]] | None:
+    """The content blocks a client assembles from a Messages stream (as the anthropic SDK does); None when
+    a tool's streamed input is not a JSON object (the upstream's arguments were not one: the relay
+    streams them as they come, so the client's own parse fails there, as it would with the upstream)."""
+    blocks: list[dict[str, Any]] = []
+    for name, payload in events:
+        if name == "content_block_start":
+            blocks.append(dict(payload["content_block"]) | {"_json": ""})
+        elif name == "content_block_delta":
+            block, delta = blocks[payload["index"]], payload["delta"]
+            field = {"text_delta": "text", "thinking_delta": "thinking", "signature_delta": "signature"}.get(
+                delta["type"]
+            )
+            if field is None:
+                block["_json"] += delta["partial_json"]
+            else:
+                block[field] = block.get(field, "") + delta[field]
+    for block in blocks:
+        raw = block.pop("_json")
+        if block["type"] == "tool_use":
+            try:
+                block["input"] = json.loads(raw or "{}")
+            except ValueError:
+                return None
+            if not isinstance(block["input"], dict):
+                return None
+    return blocks
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(answer=answers)
+def test_every_message_the_gateway_gave_can_be_sent_back_in_the_next_turn(answer: dict[str, Any]) -> None:
+    message = chat_to_message(answer, model="m", message_id="msg_abc", sign=lambda text: "sig")
+    if message["content"]:  # an empty assistant turn is the client's to leave out
+        AnthropicMessages(Signer("master-key")).parse(next_messages_turn(message["content"]))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(writes=writes)
+def test_every_streamed_message_can_be_sent_back_in_the_next_turn(writes: list[list[dict[str, Any]]]) -> None:
+    translator = MessageStreamTranslator("m", "msg_abc", 12, lambda text: "sig")
+    raw = translator.start() + b"".join(translator.feed(chunk) for write in writes for chunk in write)
+    events = sse_events(raw + translator.finish())
+    content = streamed_blocks(events)
+    if events[-1][0] == "message_stop" and content:  # and a client could assemble it
+        AnthropicMessages(Signer("master-key")).parse(next_messages_turn(content))
