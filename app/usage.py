@@ -65,7 +65,7 @@ class UsageFilter:
             query = query.where(usage.c.status == self.status)
         if self.since:
             query = query.where(usage.c.created_at >= datetime.combine(self.since, time(), UTC))
-        if self.until:
+        if self.until and self.until < date.max:  # until 9999-12-31: no bound (and no day after it to compute)
             query = query.where(usage.c.created_at < datetime.combine(self.until + timedelta(days=1), time(), UTC))
         return query
 

@@ -28,6 +28,7 @@ async def _acknowledged_writes_visible(services: ServicesDep) -> None:
 router = APIRouter(prefix="/admin", dependencies=[AdminDep, Depends(_acknowledged_writes_visible)])
 
 M = TypeVar("M", bound=BaseModel)
+MAX_OFFSET = 2**31 - 1  # past any table's rows, and inside what SQLite and Postgres take (2**63 was a 500)
 
 
 async def _body(request: Request, model: type[M]) -> M:
@@ -58,7 +59,7 @@ async def create_key(request: Request, services: ServicesDep) -> Response:
 
 @router.get("/keys")
 async def list_keys(
-    services: ServicesDep, limit: int = Query(1000, ge=1, le=1000), offset: int = Query(0, ge=0)
+    services: ServicesDep, limit: int = Query(1000, ge=1, le=1000), offset: int = Query(0, ge=0, le=MAX_OFFSET)
 ) -> Response:
     return json_response({"object": "list", "data": await accounts.list_keys(services.db, limit=limit, offset=offset)})
 
@@ -101,7 +102,7 @@ async def usage(
     services: ServicesDep,
     key_id: str | None = None,
     limit: int = Query(1000, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> Response:
     rows = await list_usage(services.db, key_id=key_id, limit=limit, offset=offset)
     return json_response({"object": "list", "data": rows})

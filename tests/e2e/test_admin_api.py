@@ -184,10 +184,29 @@ def test_unparsable_admin_body_is_400(gateway: GatewayProcess, raw: bytes) -> No
         error_of(admin.post("/admin/keys", content=raw, headers={"content-type": "application/json"}), 400)
 
 
-@pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "abc"}, {"offset": "-1"}])
-def test_invalid_admin_query_is_400_never_422(gateway: GatewayProcess, query: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "query",
+    [{"limit": "0"}, {"limit": "abc"}, {"offset": "-1"}, {"offset": str(2**63)}],  # 2**63: was a 500 (SQLite)
+)
+@pytest.mark.parametrize("path", ["/admin/usage", "/admin/keys"])
+def test_invalid_admin_query_is_400_never_422(gateway: GatewayProcess, path: str, query: dict[str, str]) -> None:
     with gateway.admin() as admin:
-        error_of(admin.get("/admin/usage", params=query), 400)
+        error_of(admin.get(path, params=query), 400)
+
+
+def test_a_usage_export_until_the_last_day_of_the_calendar_is_whole(
+    gateway: GatewayProcess, fake: FakeUpstreamThread
+) -> None:
+    key_id, key = gateway.create_key("1")
+    with api_client(gateway, key) as http:
+        assert http.post("/v1/chat/completions", json=chat_body()).status_code == 200
+    with gateway.admin() as admin:
+        # 9999-12-31 has no day after it: the export's bound was an OverflowError, the body cut after its head
+        export = admin.get("/admin/usage.csv", params={"key_id": key_id, "until": "9999-12-31"})
+    assert export.status_code == 200
+    lines = export.text.splitlines()
+    assert lines[0].startswith("created_at,request_id,")
+    assert len(lines) == 2  # the key's one request
 
 
 def test_revoked_key_is_refused_within_the_cache_ttl(gateway: GatewayProcess, fake: FakeUpstreamThread) -> None:
