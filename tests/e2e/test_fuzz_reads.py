@@ -9,6 +9,7 @@ route's envelope (JSON error object; the console's HTML pages and redirects), ne
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import MASTER_KEY, GatewayProcess
 
 MAX_EXAMPLES = 60
 
@@ -29,6 +30,7 @@ dates = (
     | st.sampled_from(["2026-02-30", "9999-12-31", "0001-01-01", "today", "2026-13-01T00:00:00Z"])
     | words
 )
+usage_filters = {"key_id": words, "model": words, "status": words, "since": dates, "until": dates}
 READS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/admin/keys": {"limit": numbers, "offset": numbers},
     "/admin/usage": {"key_id": words, "limit": numbers, "offset": numbers},
@@ -44,6 +46,10 @@ READS: dict[str, dict[str, st.SearchStrategy[str]]] = {
     "/admin/alerts": {"key_id": words},
     "/admin/policy-events": {"key_id": words, "limit": numbers},
     "/admin/upstream-errors": {"request_id": words, "limit": numbers},
+    # the console's pages, signed in
+    "/console/usage": usage_filters | {"page_no": numbers},
+    "/console/usage.csv": usage_filters,
+    "/console/keys": {"q": words},
 }
 ids = st.text(max_size=40) | words
 
@@ -65,6 +71,11 @@ def test_hostile_queries_and_ids_get_the_routes_own_answers(gateway: GatewayProc
     started = time.monotonic()
     with gateway.admin() as admin, httpx.Client(base_url=gateway.base_url, timeout=15) as client:
         as_key = {"authorization": f"Bearer {key}"}
+        form = client.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert csrf, form.text[:300]
+        signed_in = client.post("/console/login", data={"csrf": csrf.group(1), "master_key": MASTER_KEY})
+        assert signed_in.status_code == 303, signed_in.text[:300]
 
         @settings(
             max_examples=MAX_EXAMPLES,
@@ -75,12 +86,13 @@ def test_hostile_queries_and_ids_get_the_routes_own_answers(gateway: GatewayProc
         @given(path=st.sampled_from(list(READS)), data=st.data(), raw_id=ids)
         def one(path: str, data: Any, raw_id: str) -> None:
             some_id = quote(raw_id, safe="")  # a path segment: control characters and slashes percent-encoded
-            assert_answered(admin.get(path, params=data.draw(queries(path))))
+            reader = client if path.startswith("/console") else admin
+            assert_answered(reader.get(path, params=data.draw(queries(path)), follow_redirects=False))
             assert_answered(admin.get(f"/admin/keys/{some_id}"))
             assert_answered(client.get(f"/v1/responses/{some_id}", headers=as_key))
             assert_answered(client.delete(f"/v1/responses/{some_id}", headers=as_key))
             assert_answered(client.get(f"/v1/models/{some_id}", headers=as_key))
-            assert_answered(client.get("/console/keys", params={"q": raw_id}, follow_redirects=False))
+            assert_answered(client.get(f"/console/keys/{some_id}", params={"done": raw_id}, follow_redirects=False))
             assert_answered(client.get(f"/console/static/{some_id}"))
 
         one()
