@@ -1,5 +1,5 @@
-"""Hostile query strings and path ids against the reads of a real gateway: the admin API's lists and
-summaries, a key's stored responses, the models, the console's pages.
+"""Hostile query strings and path ids against the reads of a real gateway -- the admin API's lists and
+summaries, a key's stored responses, the models, the console's pages -- and hostile console forms.
 
 Hypothesis fills each route's parameters with the right kind of value or anything else (dates that are
 not, limits past every bound or negative, numbers in words, percent-encoded control characters, ids of
@@ -97,3 +97,57 @@ def test_hostile_queries_and_ids_get_the_routes_own_answers(gateway: GatewayProc
 
         one()
     assert time.monotonic() - started < 120
+
+
+money = (
+    st.decimals(min_value=0, max_value=10**7, places=2).map(str)
+    | st.sampled_from(["", "-1", "0", "0.001", "1e3", "1e30", "NaN", "Infinity", "99999999999999999999", "abc"])
+    | words
+)
+FORMS: dict[str, dict[str, st.SearchStrategy[str]]] = {
+    "topup": {"amount_usd": money},
+    "alert": {"threshold_usd": money},
+    "edit": {
+        "name": words,
+        "models": st.sampled_from(["", "doubao-seed-2.0-pro", "no-such-model", "pro-latest, doubao-seed-2.0-mini"])
+        | words,
+        "rpm": numbers,
+        "tpm": numbers,
+        "max_concurrent": numbers,
+        "monthly_quota_usd": money,
+        "expires_at": dates,
+    },
+}
+
+
+def test_hostile_console_forms_get_the_page_back_with_the_error(gateway: GatewayProcess) -> None:
+    key_id, _ = gateway.create_key("5")
+    started = time.monotonic()
+    with httpx.Client(base_url=gateway.base_url, timeout=15) as client:
+        form = client.get("/console/login")
+        found = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert found, form.text[:300]
+        assert client.post("/console/login", data={"csrf": found.group(1), "master_key": MASTER_KEY}).status_code == 303
+        page = client.get(f"/console/keys/{key_id}")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text[:300]
+
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        )
+        @given(action=st.sampled_from(list(FORMS)), data=st.data(), name=words, balance=money)
+        def one(action: str, data: Any, name: str, balance: str) -> None:
+            fields = data.draw(st.fixed_dictionaries({}, optional=FORMS[action]))
+            sent = client.post(f"/console/keys/{key_id}/{action}", data={"csrf": csrf.group(1), **fields})
+            assert_answered(sent)
+            settings_fields = {k: v for k, v in fields.items() if k in FORMS["edit"] and k != "name"}
+            new_key = {"csrf": csrf.group(1), "name": name, "balance_usd": balance, **settings_fields}
+            assert_answered(client.post("/console/keys", data=new_key))
+
+        one()
+    assert time.monotonic() - started < 120
+    totals = gateway.ledger()
+    assert totals["balanced"], totals
