@@ -37,6 +37,7 @@ from app.money.tokens import TokenUsage
 from app.relay import Relay, UpstreamEvents
 from app.settings import Settings
 from app.stored_responses import ResponseStore
+from app.upstream import classify_error
 
 SEALER = Sealer("master-key", "test purpose")
 EXAMPLES = 300
@@ -474,3 +475,44 @@ def test_every_streamed_message_can_be_sent_back_in_the_next_turn(writes: list[l
     content = streamed_blocks(events)
     if events[-1][0] == "message_stop" and content:  # and a client could assemble it
         AnthropicMessages(Signer("master-key")).parse(next_messages_turn(content))
+
+
+SECRET = "sk-upstream-0123456789abcdefXYZ"
+said_with_secret = st.builds(
+    lambda before, after: before + SECRET + after, st.text(max_size=12), st.text(max_size=12)
+) | st.text(max_size=20)
+error_bodies = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "error": st.fixed_dictionaries(
+                {}, optional={"message": said_with_secret, "code": said_with_secret | anything}
+            )
+        },
+        optional={"param": said_with_secret},
+    ).map(lambda body: orjson.dumps(body)),
+    st.fixed_dictionaries(
+        {"error": st.fixed_dictionaries({}, optional={"param": said_with_secret | anything, "type": anything})}
+    ).map(lambda body: orjson.dumps(body)),
+    st.binary(max_size=200),
+    said_with_secret.map(str.encode),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(
+    status=st.sampled_from([400, 401, 403, 404, 408, 409, 413, 422, 429, 451, 500, 502, 503, 504, 529]),
+    raw=error_bodies,
+    retry_after=st.none() | st.sampled_from(["5", "0", "-3", "inf", "nan", "1e9", "soon", ""]) | st.text(max_size=8),
+)
+def test_whatever_an_upstream_error_says_the_client_gets_a_gateway_error_without_the_secret(
+    status: int, raw: bytes, retry_after: str | None
+) -> None:
+    failure = classify_error("ark", status, raw, retry_after, secrets=(SECRET,))
+    error = failure.error
+    assert 400 <= error.status < 600
+    assert error.message
+    shown = json.dumps([error.openai_body(), error.headers, error.param])
+    assert SECRET not in shown
+    assert SECRET[:16] not in shown  # nor a recognisable part of it
+    if failure.retry_after is not None:
+        assert 1 <= failure.retry_after <= 60
