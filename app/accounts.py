@@ -11,14 +11,15 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, select, update
 
 from app import alerts
 from app.catalog import Catalog
 from app.db import Database
 from app.keys import KEY_PREFIX, KeyStore, generate_key, hash_key, new_key_id
-from app.money.ledger import Ledger
-from app.money.units import MAX_BALANCE_UNITS, MoneyError, units_to_usd, usd_to_units
+from app.money.ledger import Ledger, TopUpRefused
+from app.money.sums import exact_sum, joined
+from app.money.units import MAX_BALANCE_UNITS, MAX_TOPPED_UP_UNITS, MoneyError, units_to_usd, usd_to_units
 from app.tables import api_keys, ledger
 
 Name = Annotated[str, Field(min_length=1, max_length=200)]
@@ -203,36 +204,37 @@ async def update_key(
 
 async def topup_key(db: Database, ledger_: Ledger, key_id: str, spec: TopUp) -> dict[str, Any] | None:
     amount = _units(spec.amount_usd, "amount_usd")
-    current = await get_key(db, key_id)
-    if current is None:
+    try:
+        await ledger_.topup(key_id, amount, note="topup")
+    except KeyError:
         return None
-    if usd_to_units(Decimal(current["balance_usd"])) + amount > MAX_BALANCE_UNITS:
-        raise AccountError(f"the balance would exceed the per-key maximum of ${units_to_usd(MAX_BALANCE_UNITS)}")
-    await ledger_.topup(key_id, amount, note="topup")
+    except TopUpRefused as refused:
+        if refused.reason == "balance":
+            raise AccountError(
+                f"the balance would exceed the per-key maximum of ${units_to_usd(MAX_BALANCE_UNITS)}"
+            ) from None
+        raise AccountError(
+            f"the key's top-ups would exceed ${units_to_usd(MAX_TOPPED_UP_UNITS)} over its life"
+            " (the most its money columns hold); issue a new key"
+        ) from None
     await alerts.rearm(db, key_id)  # a low-balance alert fires again after the next fall
     return await get_key(db, key_id)
 
 
 async def ledger_totals(db: Database) -> dict[str, int]:
     """Sums for the ledger invariant: topups == available + held + charges (adjustments included)."""
+    # summed exactly (app.money.sums): over every key and all time, these pass 64 bits long before one key can
+    columns = (api_keys.c.available, api_keys.c.held, api_keys.c.spent)
     async with db.read() as conn:
-        keys_row = (
-            await conn.execute(
-                select(
-                    func.coalesce(func.sum(api_keys.c.available), 0),
-                    func.coalesce(func.sum(api_keys.c.held), 0),
-                    func.coalesce(func.sum(api_keys.c.spent), 0),
-                )
-            )
-        ).one()
-        kinds = dict(
-            (await conn.execute(select(ledger.c.kind, func.sum(ledger.c.amount)).group_by(ledger.c.kind))).all()
-        )
+        keys_row = (await conn.execute(select(*(part for c in columns for part in exact_sum(c))))).one()
+        by_kind = select(ledger.c.kind, *exact_sum(ledger.c.amount)).group_by(ledger.c.kind)
+        kinds = {kind: joined(high, low) for kind, high, low in (await conn.execute(by_kind)).all()}
+    available, held, spent = (joined(keys_row[2 * i], keys_row[2 * i + 1]) for i in range(len(columns)))
     return {
-        "available": int(keys_row[0]),
-        "held": int(keys_row[1]),
-        "spent": int(keys_row[2]),
-        "topups": int(kinds.get("topup", 0)),
+        "available": available,
+        "held": held,
+        "spent": spent,
+        "topups": kinds.get("topup", 0),
         # late settlements after recovery post signed adjustments: they are charges too
-        "charges": int(kinds.get("charge", 0)) + int(kinds.get("adjustment", 0)),
+        "charges": kinds.get("charge", 0) + kinds.get("adjustment", 0),
     }

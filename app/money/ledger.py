@@ -37,6 +37,14 @@ RECOVERY_BATCH = 500
 CHECKPOINT_BATCH = 500
 
 
+class TopUpRefused(Exception):
+    """A top-up past a per-key maximum: ``reason`` is ``balance`` or ``lifetime``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -62,8 +70,13 @@ class Ledger:
         await self._driver.flush()
 
     async def topup(self, key_id: str, amount: int, *, note: str | None = None) -> None:
-        if not await self._driver.run(lambda: tx.topup(key_id, amount, note, utcnow())):
+        """Add ``amount`` to the key's balance; ``KeyError`` if there is no such key, ``TopUpRefused`` if it
+        would pass a per-key maximum (``app.money.units``)."""
+        refusal = await self._driver.run(lambda: tx.topup(key_id, amount, note, utcnow()))
+        if refusal == "missing":
             raise KeyError(key_id)
+        if refusal is not None:
+            raise TopUpRefused(refusal)
 
     async def reserve(self, hold: Hold) -> Refusal | None:
         """Reserve ``hold.amount``; None when reserved, else why not."""

@@ -16,6 +16,9 @@ Rules owned here (the arithmetic itself is in ``app.money.rules``):
 - ``settle`` releases the hold, charges ``clamp_charge(cost, available + hold)``, writes a ``charge``
   ledger row and the usage row. If recovery got there first, the real figures replace the estimate:
   the difference is a ``late`` adjustment (charge or refund) and the usage row is rewritten.
+- ``topup``: ONE conditional UPDATE adds the amount only if the balance stays within
+  ``MAX_BALANCE_UNITS`` and the key's lifetime top-ups within ``MAX_TOPPED_UP_UNITS`` (concurrent
+  top-ups cannot pass either together); then the ledger row.
 - ``recover`` takes a hold whose lease lapsed (its process stopped renewing it: dead or stuck) and
   charges ``recovery_charge`` from its last checkpoint.
 
@@ -31,6 +34,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from app.money.records import USAGE_COLUMNS, Checkpoint, Hold, Refusal, Settlement, UsageRow
 from app.money.rules import clamp_charge, recovery_charge
+from app.money.units import MAX_BALANCE_UNITS, MAX_TOPPED_UP_UNITS
 
 T = TypeVar("T")
 
@@ -69,7 +73,8 @@ INSERT INTO ledger (key_id, kind, amount, request_id, note, created_at)
 VALUES (:key_id, :kind, :amount, :request_id, :note, :now)"""
 _TOPUP = """
 UPDATE api_keys SET available = available + :amount, topped_up = topped_up + :amount, updated_at = :now
- WHERE id = :key_id"""
+ WHERE id = :key_id AND available <= :max_available AND topped_up <= :max_topped_up"""
+_TOPPED_UP = "SELECT available, topped_up FROM api_keys WHERE id = :key_id"
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join(':' + c for c in USAGE_COLUMNS)})"
 _REWRITTEN = [c for c in USAGE_COLUMNS if c not in ("request_id", "key_id", "model", "created_at")]
 _REWRITE_USAGE = f"UPDATE usage SET {', '.join(f'{c} = :{c}' for c in _REWRITTEN)} WHERE request_id = :request_id"
@@ -100,14 +105,25 @@ def _flip(request_id: str, from_status: str, to_status: str) -> Query:
     return Query(_FLIP, {"request_id": request_id, "from": from_status, "to": to_status})
 
 
-def topup(key_id: str, amount: int, note: str | None, now: datetime) -> Tx[bool]:
-    changed = yield Query(_TOPUP, {"key_id": key_id, "amount": amount, "now": now})
-    if changed != 1:
-        return False
-    yield Query(
-        _LEDGER, {"key_id": key_id, "kind": "topup", "amount": amount, "request_id": None, "note": note, "now": now}
-    )
-    return True
+def topup(key_id: str, amount: int, note: str | None, now: datetime) -> Tx[str | None]:
+    """None when added; else why not: ``missing`` (no such key), ``balance`` (it would pass
+    ``MAX_BALANCE_UNITS``) or ``lifetime`` (its top-ups would pass ``MAX_TOPPED_UP_UNITS``)."""
+    params = {
+        "key_id": key_id,
+        "amount": amount,
+        "now": now,
+        "max_available": MAX_BALANCE_UNITS - amount,  # the limits minus the amount: no sum in SQL can overflow
+        "max_topped_up": MAX_TOPPED_UP_UNITS - amount,
+    }
+    if (yield Query(_TOPUP, params)) == 1:
+        yield Query(
+            _LEDGER, {"key_id": key_id, "kind": "topup", "amount": amount, "request_id": None, "note": note, "now": now}
+        )
+        return None
+    rows = yield Query(_TOPPED_UP, params, rows=True)
+    if not rows:
+        return "missing"
+    return "balance" if rows[0][0] > params["max_available"] else "lifetime"
 
 
 def reserve(hold: Hold, *, owner: str, now: datetime, lease_until: datetime) -> Tx[Refusal | None]:

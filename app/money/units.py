@@ -3,7 +3,11 @@
 Every amount the gateway stores or compares is an ``int`` of *units*, where one unit is 1e-12 USD
 (a picodollar). A price of ``$X per million tokens`` is then ``X * 10**6`` units per token, so any
 price with up to six decimals per million tokens is exact and no price rounds to zero. A signed
-64-bit column holds up to ~$9.2M, so a single key's balance is capped at ``MAX_BALANCE_UNITS``.
+64-bit column holds up to ~$9.2M, so a single key's balance is capped at ``MAX_BALANCE_UNITS`` and
+its top-ups over its whole life at ``MAX_TOPPED_UP_UNITS``: every money column of a key (available,
+held, spent, the month's spend) stays at or below what was topped up, so none can overflow (SQLite
+would turn the sum into an inexact float). Sums across keys can pass 64 bits: they are summed exactly
+(``app.money.sums``).
 
 Decimal strings are the only way money enters or leaves: ``usd_to_units`` refuses anything that is
 not exactly representable, ``units_to_usd`` renders exactly.
@@ -15,7 +19,8 @@ from decimal import Decimal, InvalidOperation
 
 UNITS_PER_USD = 10**12
 UNITS_PER_TOKEN_PER_USD_PER_MILLION = 10**6
-MAX_BALANCE_UNITS = 1_000_000 * UNITS_PER_USD  # $1M per key keeps every sum far inside int64
+MAX_BALANCE_UNITS = 1_000_000 * UNITS_PER_USD  # $1M per key at a time
+MAX_TOPPED_UP_UNITS = 9_000_000 * UNITS_PER_USD  # $9M per key over its life, under int64's ~$9.22M
 MAX_USD_DIGITS = 18  # amounts of 1e19 USD or more are refused: no column could hold them anyway
 
 

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 import pytest
 
 from app.db import Database
-from app.money.ledger import Ledger
+from app.money.ledger import Ledger, TopUpRefused
 from app.money.records import Refusal, Settlement
 from app.money.transactions import month_of
+from app.money.units import MAX_BALANCE_UNITS, MAX_TOPPED_UP_UNITS
 from app.tables import api_keys, holds, usage, usage_daily
 from app.tables import ledger as ledger_table
 from tests.contract.ledger_support import USD, draft, make_hold, reserve, set_columns
@@ -257,7 +258,47 @@ async def test_topup_adds_to_available_and_writes_a_ledger_row(books: Books, led
     await books.check()
 
 
+async def test_a_topup_past_the_balance_maximum_is_refused_and_changes_nothing(books: Books, ledger: Ledger) -> None:
+    key = await books.new_key("999999")
+    with pytest.raises(TopUpRefused) as refused:
+        await ledger.topup(key, 2 * USD)
+    assert refused.value.reason == "balance"
+    await ledger.topup(key, USD)  # exactly to the maximum
+    row = await books.key(key)
+    assert (row.available, row.topped_up) == (MAX_BALANCE_UNITS, MAX_BALANCE_UNITS)
+    rows = await books.rows(ledger_table, key_id=key, kind="topup")
+    assert sorted(r.amount for r in rows) == [USD, 999_999 * USD]  # the initial one and this: the refused, none
+    await books.check()
+
+
+async def test_a_topup_past_the_lifetime_maximum_is_refused_though_the_balance_has_room(
+    books: Books, ledger: Ledger
+) -> None:
+    key = await books.new_key("0")
+    # a key that has had nearly $9M and spent it (its own books kept whole: topped up == spent)
+    await set_columns(
+        books.db, api_keys, api_keys.c.id == key, topped_up=MAX_TOPPED_UP_UNITS - USD, spent=MAX_TOPPED_UP_UNITS - USD
+    )
+    with pytest.raises(TopUpRefused) as refused:
+        await ledger.topup(key, 2 * USD)  # $2 more would pass $9M topped up over the key's life
+    assert refused.value.reason == "lifetime"
+    await ledger.topup(key, USD)
+    row = await books.key(key)
+    assert (row.available, row.topped_up) == (USD, MAX_TOPPED_UP_UNITS)
+
+
 # -- concurrency ---------------------------------------------------------------------------------
+
+
+async def test_concurrent_topups_never_pass_the_balance_maximum_together(books: Books, ledger: Ledger) -> None:
+    key = await books.new_key("0")
+    amount = MAX_BALANCE_UNITS * 3 // 10  # each fits alone; three of them fit together, a fourth does not
+    outcomes = await asyncio.gather(*(ledger.topup(key, amount) for _ in range(8)), return_exceptions=True)
+    assert sum(outcome is None for outcome in outcomes) == 3
+    assert all(outcome is None or isinstance(outcome, TopUpRefused) for outcome in outcomes)
+    row = await books.key(key)
+    assert (row.available, row.topped_up) == (3 * amount, 3 * amount)
+    await books.check()
 
 
 async def test_concurrent_reserves_never_overdraw_the_balance(books: Books, ledger: Ledger) -> None:

@@ -3,6 +3,7 @@ from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
+from sqlalchemy import insert, select, update
 
 from app.accounts import (
     AccountError,
@@ -20,6 +21,7 @@ from app.catalog import Catalog
 from app.db import Database
 from app.keys import KeyStore, generate_key, hash_key, well_formed
 from app.money.ledger import Ledger
+from app.money.units import MAX_TOPPED_UP_UNITS
 from app.tables import api_keys
 from app.tables import ledger as ledger_table
 from tests.support.books import Books
@@ -200,8 +202,34 @@ async def test_topup_adds_exactly_and_keeps_the_books(books: Books, db: Database
     assert await topup_key(db, ledger, "key_missing", TopUp(amount_usd=Decimal(1))) is None
     with pytest.raises(AccountError, match="maximum"):
         await topup_key(db, ledger, key, TopUp(amount_usd=Decimal(1_000_000)))
+    spent_out = await books.new_key("0")  # a key that had $9M over its life: no more top-ups, however small
+    async with db.write() as conn:
+        values = {"topped_up": MAX_TOPPED_UP_UNITS, "spent": MAX_TOPPED_UP_UNITS}
+        await conn.execute(update(api_keys).where(api_keys.c.id == spent_out).values(**values))
+    with pytest.raises(AccountError, match="over its life"):
+        await topup_key(db, ledger, spent_out, TopUp(amount_usd=Decimal(1)))
     with pytest.raises(ValidationError):
         TopUp(amount_usd=Decimal(0))
+    async with db.write() as conn:  # its books, whole again for the check: what it had, it spent (no rows)
+        await conn.execute(update(api_keys).where(api_keys.c.id == spent_out).values(topped_up=0, spent=0))
     totals = await books.check()
     assert totals["topups"] == 100_000_000_001
     assert totals == await ledger_totals(db)
+
+
+async def test_ledger_totals_are_exact_past_64_bits(books: Books, db: Database) -> None:
+    big = 6 * 10**18  # two keys of $6M each: their sum passes 2**63 (SQLite's SUM() raised "integer overflow")
+    keys = [await books.new_key("0") for _ in range(2)]
+    async with db.write() as conn:
+        for key in keys:
+            await conn.execute(update(api_keys).where(api_keys.c.id == key).values(available=big + 7, spent=big))
+            await conn.execute(
+                insert(ledger_table).values(
+                    key_id=key, kind="topup", amount=big + 7, note="test", created_at=datetime.now(UTC)
+                )
+            )
+        rows = (await conn.execute(select(api_keys.c.available, api_keys.c.spent))).all()
+    totals = await ledger_totals(db)
+    assert totals["available"] == sum(row.available for row in rows) >= 2 * big + 14
+    assert totals["spent"] == sum(row.spent for row in rows) >= 2 * big
+    assert totals["topups"] >= 2 * (big + 7)
