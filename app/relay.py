@@ -186,7 +186,7 @@ class Relay:
             out = await self._next_bytes()
         except StopAsyncIteration:
             raise
-        except Exception:  # a bug translating this upstream's events: the client still gets the closing event
+        except Exception:  # a bug in start() or flush() (one in an event's own translation: _consume)
             log.exception("relaying the stream failed")
             out = self._broken()
         if self._ended:
@@ -234,21 +234,25 @@ class Relay:
         return b"".join(parts)
 
     def _consume(self, item: Any) -> bytes:
-        if item is _DONE:
-            self._ended = True
-            if self._finish_reason is None and self.outcome.usage is None:
-                return self._fail(UpstreamError("The upstream stream ended before the answer was complete."))
-            self.outcome.complete = True
-            return self._writer.done()
-        if isinstance(item, GatewayError):
-            self._ended = True
-            return self._fail(item)
-        chunk, data = item
-        if (err := _chunk_error(chunk)) is not None:
-            self._ended = True
-            return self._fail(err)
-        self._account(chunk)
-        return self._writer.chunk(chunk, data)
+        try:
+            if item is _DONE:
+                self._ended = True
+                if self._finish_reason is None and self.outcome.usage is None:
+                    return self._fail(UpstreamError("The upstream stream ended before the answer was complete."))
+                self.outcome.complete = True
+                return self._writer.done()
+            if isinstance(item, GatewayError):
+                self._ended = True
+                return self._fail(item)
+            chunk, data = item
+            if (err := _chunk_error(chunk)) is not None:
+                self._ended = True
+                return self._fail(err)
+            self._account(chunk)
+            return self._writer.chunk(chunk, data)
+        except Exception:  # the bytes of this write made so far still go out, before the closing event
+            log.exception("relaying the stream failed")
+            return self._broken()
 
     def _deliver(self) -> None:
         """Count the output of the bytes handed out as delivered (``outcome.output_tokens`` bills a cut stream)."""
@@ -260,6 +264,7 @@ class Relay:
         """End the stream after an exception of the gateway's own (status ``failed``, as a whole request's)."""
         self._ended = True
         self.outcome.status = "failed"
+        self.outcome.complete = False  # whatever the upstream finished, the client did not get it whole
         try:
             return self._writer.error(InternalError("The gateway failed while relaying the answer."))
         except Exception:

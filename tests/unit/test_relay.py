@@ -314,8 +314,44 @@ async def test_a_writer_that_raises_ends_the_stream_with_its_error_event_and_sta
     assert await relay.prime() is None
     await asyncio.sleep(0.05)
     parts = [part async for part in relay]
-    assert parts == [b"error;"]  # what the burst had made so far is lost with the exception; its end is not
+    assert parts == [b"head;1;error;"]  # what the write had made before the exception, then the closing event
     assert outcome.status == "failed"
     assert not outcome.complete
     await relay.aclose()
     assert outcome.status == "failed"  # closing does not make it "incomplete"
+
+
+class BrokenEndWriter(HeadedWriter):
+    def done(self) -> bytes:
+        raise RuntimeError("a translator's bug at the end")
+
+    def error(self, error: GatewayError) -> bytes:
+        raise RuntimeError("and in its error event too")
+
+
+async def test_a_writer_that_fails_at_the_end_even_in_its_error_event_still_ends_the_stream() -> None:
+    outcome = Outcome()
+    finished = '{"n": 1, "choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": "stop"}]}'
+    events = UpstreamEvents(ScriptedResponse(finished), deadline=deadline())
+    relay = Relay(events, BrokenEndWriter(), outcome, heartbeat_interval=1)
+    assert await relay.prime() is None
+    parts = [part async for part in relay]
+    assert b"".join(parts) == b"head;1;"  # no closing event could be made: the stream simply ends
+    assert (outcome.status, outcome.complete) == ("failed", False)  # not billed as a whole answer
+    await relay.aclose()
+
+
+class BrokenFlushWriter(HoldingWriter):
+    def flush(self) -> bytes:
+        raise RuntimeError("a translator's bug when writing what it held")
+
+
+async def test_a_writer_that_fails_in_flush_ends_the_stream_with_its_error_event() -> None:
+    outcome = Outcome()
+    relay = Relay(
+        UpstreamEvents(CountingResponse(3), deadline=deadline()), BrokenFlushWriter(), outcome, heartbeat_interval=1
+    )
+    assert await relay.prime() is None
+    assert [part async for part in relay] == [b"error;"]
+    assert outcome.status == "failed"
+    await relay.aclose()
