@@ -16,6 +16,7 @@ from sqlalchemy import Integer, case, cast, func, or_, select
 
 from app.accounts import VIEW_COLUMNS, key_view
 from app.db import Database
+from app.money.sums import exact_sum, joined
 from app.selfservice import usage_by_day
 from app.tables import api_keys, holds, usage, usage_daily
 
@@ -145,10 +146,10 @@ async def last_30_days(db: Database, today: date, key_id: str | None = None) -> 
 
 async def holds_outstanding(db: Database) -> tuple[int, int]:
     """(count, amount in units) of the holds still held, across every instance."""
-    query = select(func.count(), func.coalesce(func.sum(holds.c.amount), 0)).where(holds.c.status == "held")
+    query = select(func.count(), *exact_sum(holds.c.amount)).where(holds.c.status == "held")  # every key's: exact
     async with db.read() as conn:
-        count, amount = (await conn.execute(query)).one()
-    return int(count), int(amount)
+        count, high, low = (await conn.execute(query)).one()
+    return int(count), joined(high, low)
 
 
 async def key_count(db: Database) -> int:
