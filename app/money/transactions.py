@@ -74,7 +74,6 @@ VALUES (:key_id, :kind, :amount, :request_id, :note, :now)"""
 _TOPUP = """
 UPDATE api_keys SET available = available + :amount, topped_up = topped_up + :amount, updated_at = :now
  WHERE id = :key_id AND available <= :max_available AND topped_up <= :max_topped_up"""
-_TOPPED_UP = "SELECT available, topped_up FROM api_keys WHERE id = :key_id"
 _INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join(':' + c for c in USAGE_COLUMNS)})"
 _REWRITTEN = [c for c in USAGE_COLUMNS if c not in ("request_id", "key_id", "model", "created_at")]
 _REWRITE_USAGE = f"UPDATE usage SET {', '.join(f'{c} = :{c}' for c in _REWRITTEN)} WHERE request_id = :request_id"
@@ -120,7 +119,7 @@ def topup(key_id: str, amount: int, note: str | None, now: datetime) -> Tx[str |
             _LEDGER, {"key_id": key_id, "kind": "topup", "amount": amount, "request_id": None, "note": note, "now": now}
         )
         return None
-    rows = yield Query(_TOPPED_UP, params, rows=True)
+    rows = yield Query(_AVAILABLE, params, rows=True)
     if not rows:
         return "missing"
     return "balance" if rows[0][0] > params["max_available"] else "lifetime"
