@@ -30,6 +30,15 @@ from app.errors import Envelope, GatewayError
 DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
 
 
+def runnable_function(call: Any) -> dict[str, Any] | None:
+    """The ``function`` of an upstream's tool call that a client could run (it has a name), else None:
+    a translating dialect leaves such a call out of its answer."""
+    function = call.get("function") if type(call) is dict else None
+    if type(function) is dict and type(function.get("name")) is str and function["name"]:
+        return function
+    return None
+
+
 @dataclass(slots=True)
 class Reply:  # not frozen: built on every request, and a frozen dataclass's __init__ costs ~0.3 us more
     """What shaping an answer needs to know about its request."""

@@ -21,6 +21,8 @@ from typing import Any
 
 import orjson
 
+from app.dialects import runnable_function
+
 _STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -107,10 +109,8 @@ def _text(content: Any) -> str:
 
 
 def _tool_use(call: Any, message_id: str, position: int) -> dict[str, Any] | None:
-    if not isinstance(call, dict):
-        return None
-    function = call.get("function")
-    if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"]:
+    function = runnable_function(call)
+    if function is None:
         return None
     call_id = call.get("id")
     arguments = function.get("arguments")

@@ -28,6 +28,7 @@ from typing import Any
 
 import orjson
 
+from app.dialects import runnable_function
 from app.dialects.responses.seal import Sealer
 from app.json import dumps_compact
 
@@ -196,12 +197,6 @@ def fill_response(
     )
 
 
-def _runnable(call: Any) -> bool:
-    """A tool call a client could run: a function with a name (one without is left out of the answer)."""
-    function = call.get("function") if type(call) is dict else None
-    return type(function) is dict and type(function.get("name")) is str and bool(function["name"])
-
-
 def response_id(request_id: str) -> str:
     return "resp_" + request_id.removeprefix("req_")
 
@@ -241,7 +236,7 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
     output: list[bytes] = []
     if type(reasoning) is str and reasoning:
         output.append(reasoning_json(item_id("rs", request_id), reasoning, context, sealer))
-    calls = [call for call in raw_calls if _runnable(call)] if type(raw_calls) is list else []
+    calls = [call for call in raw_calls if runnable_function(call)] if type(raw_calls) is list else []
     if text or not calls:
         output.append(message_json(item_id("msg", request_id), _OUTPUT_TEXT % dumps_compact(text) if text else b""))
     for n, call in enumerate(calls):
