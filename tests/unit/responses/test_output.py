@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
+from app.dialects.responses.events import COMPLETED, CREATED, IN_PROGRESS, INCOMPLETE, MESSAGE
 from app.dialects.responses.response import (
     ECHOED,
     Context,
@@ -25,6 +26,7 @@ from app.dialects.responses.stream import ResponseStreamTranslator
 from app.json import dumps_compact
 
 SEALER = Sealer("master-key", "test purpose")
+STARTED_EVENTS = CREATED + b'%d,"response":%b}\n\n' + IN_PROGRESS + b'%d,"response":%b}\n\n'
 
 
 def context(**fields: Any) -> Context:
@@ -290,6 +292,39 @@ def test_the_text_pieces_of_one_write_become_one_delta_in_order_with_the_other_e
     assert [e["sequence_number"] for e in seen] == list(range(len(seen)))
     assert seen[-1]["response"]["output"][0]["content"][0]["text"] == "abcd"
     assert translator.flush() == b""
+
+
+@pytest.mark.parametrize("finish", ["stop", "length", "content_filter"])
+@pytest.mark.parametrize("writes", [["a"], ["a", "b\u00e9"], ['"a" </x>', "b", "\ud800"]])
+@pytest.mark.parametrize("flushed", [True, False])
+def test_a_streamed_text_answer_starts_and_ends_byte_for_byte_as_the_item_writers_write_it(
+    finish: str, writes: list[str], flushed: bool
+) -> None:
+    ctx = context(echo={"instructions": "i%d", "metadata": {"a": "%b"}}, store=True)
+    usage = {"prompt_tokens": 7, "completion_tokens": 4, "prompt_tokens_details": {"cached_tokens": 2}}
+    translator = ResponseStreamTranslator(ctx, SEALER, "req_abc", "model-%x")
+    start = translator.start()
+    opened = b"".join(translator.feed(delta(content=piece)) + translator.flush() for piece in writes[:-1])
+    opened += translator.feed(delta(content=writes[-1])) + (translator.flush() if flushed else b"")
+    end = translator.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}], "usage": usage})
+    end += translator.finish()
+
+    template = response_template(ctx, request_id="req_abc", model="model-%x")
+    in_progress = fill_response(template, "in_progress")
+    assert start == STARTED_EVENTS % (0, in_progress, 1, in_progress)
+    text_json = dumps_compact("".join(writes))
+    part = output_text_json(text_json)
+    item = message_json("msg_abc", part)
+    status, incomplete = status_for(finish)
+    response = fill_response(template, status, [item], usage_json(usage), incomplete)
+    seq = opened.count(b"\n\n") + 2 + (0 if flushed else 1)  # the last piece's delta goes out with the end
+    common = MESSAGE.common % (b"msg_abc", 0)
+    closed = MESSAGE.closed % (seq, common, text_json, seq + 1, common, part, seq + 2, 0, item)
+    head = COMPLETED if status == "completed" else INCOMPLETE
+    assert end.endswith(closed + head + b'%d,"response":%b}\n\n' % (seq + 3, response))
+    assert ctx.final == response
+    blocks = (start + opened + end).split(b"\n\n")[:-1]
+    assert [json.loads(b.split(b"\ndata: ")[1])["sequence_number"] for b in blocks] == list(range(seq + 4))
 
 
 def test_chunks_without_the_usual_members_take_the_general_path_to_the_same_events() -> None:
