@@ -30,6 +30,12 @@ from app.errors import Envelope, GatewayError
 DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
 
 
+def tool_label(label: str) -> str:
+    """A client's tool name or type as it may go into a header (``DROPPED_TOOLS_HEADER``) or an error
+    message: ASCII letters, digits, ``_`` and ``-`` only, at most 64 of them (``"tool"`` if none is left)."""
+    return "".join(c for c in label[:64] if c.isascii() and (c.isalnum() or c in "_-")) or "tool"
+
+
 def runnable_function(call: Any) -> dict[str, Any] | None:
     """The ``function`` of an upstream's tool call that a client could run (it has a name), else None:
     a translating dialect leaves such a call out of its answer."""

@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.errors import AuthenticationFailed
-from app.inbound import Inbound, api_key_of
+from app.inbound import Inbound
 from app.keys import hmac_equal
+from app.limits.checks import check_ip
 from app.services import Services
 
 
@@ -31,8 +32,12 @@ async def get_inbound(request: Request, services: ServicesDep) -> Inbound:
 InboundDep = Annotated[Inbound, Depends(get_inbound)]
 
 
-async def require_admin(request: Request, services: ServicesDep) -> None:
-    token = api_key_of(request.headers) or ""
+async def require_admin(services: ServicesDep, inbound: InboundDep) -> None:
+    """The master key, after the per-IP limit (so that guesses are limited, as at every other sign-in)."""
+    await check_ip(
+        services.limiter, services.settings.limits, inbound.client_ip, rejected=services.metrics.limit_rejected
+    )
+    token = inbound.api_key or ""
     master = services.settings.admin.master_key.get_secret_value()
     if not master or not hmac_equal(token, master):
         raise AuthenticationFailed("Admin endpoints need 'Authorization: Bearer <master key>'.")

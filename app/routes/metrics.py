@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from app.errors import NotFound
+from app.limits.checks import check_ip
 from app.metrics.exposition import CONTENT_TYPE, ScrapeAccess, exposition
 from app.routes.deps import InboundDep, ServicesDep
 
@@ -19,6 +20,8 @@ async def metrics(inbound: InboundDep, services: ServicesDep) -> Response:
     settings = services.settings.metrics
     if not settings.enabled:
         raise NotFound("No route for GET /metrics.")
+    limits = services.settings.limits
+    await check_ip(services.limiter, limits, inbound.client_ip, rejected=services.metrics.limit_rejected)  # guesses
     token = settings.token.get_secret_value() if settings.token is not None else None
     ScrapeAccess(token, settings.allow).check(inbound.api_key, inbound.client_ip)
     # several workers: reading their files is disk I/O, kept off the event loop

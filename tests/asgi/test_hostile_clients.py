@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from app.json import MAX_JSON_DEPTH
 from app.main import create_app
 from tests.asgi.conftest import MakeHarness
+from tests.support.gateway import MASTER_KEY
 from tests.support.inprocess import Harness, inprocess_settings
 
 MODEL = "doubao-seed-2.0-pro"
@@ -71,6 +72,18 @@ async def test_ipv6_clients_share_one_limit_per_64_and_ipv4_clients_are_limited_
         assert [await status(f"2001:db8:1:2::{n:x}") for n in range(1, 4)] == [401, 401, 429]
         assert await status("2001:db8:1:3::1") == 401  # another /64
         assert [await status("10.0.0.1"), await status("10.0.0.1"), await status("10.0.0.2")] == [401, 401, 401]
+
+
+async def test_guesses_at_the_master_key_and_the_metrics_token_count_against_the_per_ip_limit(
+    make_harness: MakeHarness,
+) -> None:
+    settings = {"limits": {"per_ip": {"requests": 3, "window_seconds": 60}}, "metrics": {"token": "m" * 32}}
+    async with make_harness(settings) as harness:
+        for path, address in (("/admin/keys", "10.0.0.1"), ("/metrics", "10.0.0.2")):
+            async with harness.client(**{"x-forwarded-for": address, "authorization": "Bearer " + "g" * 32}) as guesser:
+                assert [(await guesser.get(path)).status_code for _ in range(5)] == [401, 401, 401, 429, 429]
+        async with harness.client(MASTER_KEY, **{"x-forwarded-for": "10.0.0.3"}) as operator:  # another address
+            assert (await operator.get("/admin/keys")).status_code == 200
 
 
 async def test_ipv6_prefix_length_is_configurable(make_harness: MakeHarness) -> None:

@@ -119,6 +119,27 @@ async def test_a_streamed_tool_call_becomes_a_function_call_item(harness: Harnes
     ]
 
 
+async def test_hostile_tool_types_reach_the_dropped_tools_header_and_errors_only_as_safe_labels(
+    harness: Harness,
+) -> None:
+    _, key = await harness.create_key("10")
+    harness.upstream.enqueue({"content": "ok"})
+    tools = [
+        {"type": "function", "name": "f"},
+        {"type": "web\r\nx-evil: 1"},
+        {"type": "caf\u00e9\u20ac_search"},
+        {"type": "namespace", "name": "n", "tools": [{"type": "x\ny"}]},
+    ]
+    response = await post(harness, key, {"input": "hi", "tools": tools, "store": False})
+    assert response.status_code == 200
+    assert response.headers["x-seedgate-dropped-tools"] == "webx-evil1,caf_search,xy"
+    forced = {"input": "hi", "tools": tools, "tool_choice": {"type": "a\r\nb\u20ac"}}
+    refused = await post(harness, key, forced)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "tool_choice: forces a ab tool, which the upstream cannot run"
+    assert await harness.ledger_balanced()
+
+
 async def test_a_stream_cut_by_the_upstream_ends_in_response_failed(harness: Harness) -> None:
     _, key = await harness.create_key("10")
     harness.upstream.enqueue({"content": "one two three four five", "reset_after_events": 3})

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.dialects import tool_label
 from app.dialects.anthropic.errors import AnthropicRequestError
 
 UNAVAILABLE_CODE = "server_tool_unavailable"
@@ -32,8 +33,7 @@ def is_server_tool(tool: dict[str, Any]) -> bool:
 def tool_name(tool: dict[str, Any]) -> str:
     name = tool.get("name")
     kind = tool.get("type")
-    label = name if isinstance(name, str) and name else kind if isinstance(kind, str) else "tool"
-    return "".join(c for c in label[:64] if c.isascii() and (c.isalnum() or c in "_-")) or "tool"
+    return tool_label(name if isinstance(name, str) and name else kind if isinstance(kind, str) else "tool")
 
 
 def refuse_if_needed(dropped: list[str], kept: int, forced: str | None) -> None:

@@ -3,8 +3,8 @@
 ``function`` tools are nested as chat wants; ``namespace`` tools are flattened to ``<namespace>__<name>``
 (``Tools.names`` maps them back); every other type (``web_search``...) runs on OpenAI's side only and is
 dropped, named in ``Tools.dropped``. A request whose only tools are such, or whose ``tool_choice`` forces
-one, is a 400 naming it. Function tool names follow chat's rule (``^[a-zA-Z0-9_-]{1,64}$``),
-``parameters`` is an object.
+one, is a 400 naming it. A type is named as ``app.dialects.tool_label`` writes it (a header carries it).
+Function tool names follow chat's rule (``^[a-zA-Z0-9_-]{1,64}$``), ``parameters`` is an object.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.chat_request import TOOL_NAME
+from app.dialects import tool_label
 from app.dialects.responses.errors import invalid
 
 _UNSAFE_NAME = re.compile(r"[^a-zA-Z0-9_-]")
@@ -24,6 +25,12 @@ class Tools:
     chat: list[dict[str, Any]] = field(default_factory=list)
     names: dict[str, tuple[str, str]] = field(default_factory=dict)  # flat name -> (namespace, name)
     dropped: list[str] = field(default_factory=list)  # types of tools the upstream cannot run
+
+    def drop(self, kind: str) -> None:
+        """Name a left-out tool type once, as ``tool_label`` writes it (it goes into a header)."""
+        label = tool_label(kind)
+        if label not in self.dropped:
+            self.dropped.append(label)
 
 
 def flat_name(namespace: str, name: str) -> str:
@@ -51,9 +58,9 @@ def convert_tools(raw: Any) -> Tools:
                 if isinstance(member, dict) and member.get("type", "function") == "function":
                     tools.chat.append(_function_tool(member, f"tools.{i}.tools.{j}", namespace, tools))
                 elif isinstance(member, dict) and isinstance(member.get("type"), str):
-                    tools.dropped.append(member["type"])
-        elif kind not in tools.dropped:
-            tools.dropped.append(kind)
+                    tools.drop(member["type"])
+        else:
+            tools.drop(kind)
     if tools.dropped and not tools.chat:
         raise invalid("tools", f"the upstream cannot run {', '.join(tools.dropped)} tools and no function tool is left")
     return tools
@@ -96,4 +103,4 @@ def tool_choice(raw: Any) -> Any:
         return {"type": "function", "function": {"name": name}}
     if kind in ("allowed_tools", "auto"):
         return "auto"
-    raise invalid("tool_choice", f"forces a {kind} tool, which the upstream cannot run")
+    raise invalid("tool_choice", f"forces a {tool_label(kind)} tool, which the upstream cannot run")
