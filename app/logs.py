@@ -1,7 +1,8 @@
 """Logging: one redaction filter on every sink, text or JSON lines, and the access line.
 
 The filter scrubs ``Authorization``/``Bearer`` values, anything shaped like an ``sk-`` key and every
-configured secret (master key, upstream keys) from the final message, whatever logger produced it.
+configured secret (master key, upstream keys) from the final message, whatever logger produced it,
+and from the access line's JSON fields (a client can put a key in the path).
 
 ``log_access`` writes one line per HTTP request, accepted or refused, on the ``seedgate.access``
 logger: request id, method, path, status, error code, endpoint, model, key id (never the key), client
@@ -54,6 +55,9 @@ class RedactingFilter(logging.Filter):
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         cleaned = self.redact(message)
         record.msg, record.args = cleaned, None
+        fields = getattr(record, "access", None)
+        if cleaned != message and isinstance(fields, dict):  # the access line's text holds every field's value
+            record.access = {k: self.redact(v) if isinstance(v, str) else v for k, v in fields.items()}
         if record.exc_text:
             record.exc_text = self.redact(record.exc_text)
         return True

@@ -1,8 +1,10 @@
 """Console sessions: sign in with the master key, a hashed session row with an expiry, CSRF tokens.
 
-The cookie holds a random 256-bit token; the table holds ``sha256(token)``. The CSRF token of a
-session is ``HMAC-SHA256(token, "csrf")``: a page can carry it, an attacker without the cookie cannot
-compute it. Signed-out forms (sign-in, ``/me``) use a double-submit cookie instead.
+The cookie holds a random 256-bit token; the table holds ``HMAC-SHA256(master key, token)``: a
+session is valid under the master key it was opened with only, so rotating the key (and restarting)
+ends every session opened with the old one. The CSRF token of a session is ``HMAC-SHA256(token,
+"csrf")``: a page can carry it, an attacker without the cookie cannot compute it. Signed-out forms
+(sign-in, ``/me``) use a double-submit cookie instead.
 """
 
 from __future__ import annotations
@@ -22,8 +24,8 @@ SESSION_COOKIE = "sg_console"
 FORM_COOKIE = "sg_form"  # the double-submit CSRF cookie of the signed-out forms
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+def _digest(token: str, master_key: str) -> str:
+    return hmac.new(master_key.encode("utf-8"), token.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def csrf_for(token: str) -> str:
@@ -48,22 +50,24 @@ async def sign_in(db: Database, given_key: str, master_key: str, *, hours: float
         await conn.execute(delete(console_sessions).where(console_sessions.c.expires_at <= now))
         await conn.execute(
             insert(console_sessions).values(
-                token_hash=_digest(token), created_at=now, expires_at=now + timedelta(hours=hours)
+                token_hash=_digest(token, master_key), created_at=now, expires_at=now + timedelta(hours=hours)
             )
         )
     return token
 
 
-async def valid(db: Database, token: str | None) -> bool:
-    if not token or len(token) > 100:
+async def valid(db: Database, token: str | None, master_key: str) -> bool:
+    """Whether ``token`` is a session opened with this ``master_key`` and not expired."""
+    if not token or len(token) > 100 or not master_key:
         return False
-    query = select(console_sessions.c.expires_at).where(console_sessions.c.token_hash == _digest(token))
+    query = select(console_sessions.c.expires_at).where(console_sessions.c.token_hash == _digest(token, master_key))
     async with db.read() as conn:
         expires = (await conn.execute(query)).scalar()
     return expires is not None and expires > datetime.now(UTC)
 
 
-async def sign_out(db: Database, token: str | None) -> None:
+async def sign_out(db: Database, token: str | None, master_key: str) -> None:
     if token:
+        digest = _digest(token, master_key)
         async with db.write() as conn:
-            await conn.execute(delete(console_sessions).where(console_sessions.c.token_hash == _digest(token)))
+            await conn.execute(delete(console_sessions).where(console_sessions.c.token_hash == digest))

@@ -41,7 +41,8 @@ router = APIRouter()
 
 async def _session(request: Request, services: ServicesDep) -> str | None:
     token = request.cookies.get(sessions.SESSION_COOKIE)
-    return token if await sessions.valid(services.db, token) else None
+    master = services.settings.admin.master_key.get_secret_value()
+    return token if await sessions.valid(services.db, token, master) else None
 
 
 def _to_login() -> Response:
@@ -102,7 +103,7 @@ async def logout(request: Request, services: ServicesDep) -> Response:
         return _to_login()
     if not sessions.csrf_ok(token, (await read_form(request)).get("csrf")):
         return forbidden()
-    await sessions.sign_out(services.db, token)
+    await sessions.sign_out(services.db, token, services.settings.admin.master_key.get_secret_value())
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(sessions.SESSION_COOKIE, path="/console")
     return response

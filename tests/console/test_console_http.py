@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
 from sqlalchemy import select
 
+from app.console import sessions
 from app.tables import console_sessions
 from tests.console.conftest import csrf_of, sign_in
 from tests.support.gateway import MASTER_KEY
-from tests.support.inprocess import Harness
+from tests.support.inprocess import Harness, inprocess_settings
 
 
 async def test_pages_redirect_to_sign_in_without_a_session(harness: Harness) -> None:
@@ -48,6 +50,25 @@ async def test_sign_in_sets_a_strict_httponly_cookie_and_stores_only_its_hash(ha
     assert len(stored) == 1
     assert stored[0] != token
     assert len(stored[0]) == 64
+
+
+async def test_rotating_the_master_key_ends_the_sessions_opened_with_the_old_one(tmp_path: Path) -> None:
+    database = tmp_path / "shared.db"
+    async with Harness(inprocess_settings(database)) as before, before.client() as client:
+        assert (await sign_in(client)).status_code == 303
+        token = client.cookies["sg_console"]
+        assert (await client.get("/console/keys")).status_code == 200
+    new_key = "rotated-master-key-0123456789-abcdefgh"
+    rotated = {"admin": {"master_key": new_key}}
+    async with Harness(inprocess_settings(database, rotated)) as after, after.client() as client:
+        client.cookies.set("sg_console", token, domain="gateway.test", path="/console")
+        assert (await client.get("/console/keys")).status_code == 303  # to the sign-in page
+        made = await client.post(
+            "/console/keys", data={"csrf": sessions.csrf_for(token), "name": "x", "balance_usd": "9"}
+        )
+        assert made.status_code in (303, 403)
+        async with after.client(new_key) as admin:
+            assert (await admin.get("/admin/keys")).json()["data"] == []  # nothing was created
 
 
 async def test_the_cookie_is_secure_behind_tls_at_a_trusted_proxy(harness: Harness) -> None:

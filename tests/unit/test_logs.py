@@ -1,10 +1,13 @@
 import io
+import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from app.logs import REDACTED, RedactingFilter, configure_logging
+from app.inbound import AccessRecord
+from app.logs import REDACTED, RedactingFilter, configure_logging, log_access
 from app.main import create_app
 from app.settings import Settings
 
@@ -94,22 +97,27 @@ def test_short_configured_secrets_are_ignored() -> None:
     assert RedactingFilter(["a", "abc"]).redact("a cat sat") == "a cat sat"
 
 
-def test_configure_logging_installs_the_filter_on_the_root_sink(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def root_sink() -> Iterator[None]:
+    """The root logger's handlers and level as they were, after a test that configures logging."""
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
-    try:
-        configure_logging("INFO", [MASTER_KEY])
-        logging.getLogger("uvicorn.error").info("boot with %s and %s", MASTER_KEY, USER_KEY)
-        err = capsys.readouterr().err
-        assert "boot with" in err
-        assert MASTER_KEY not in err
-        assert USER_KEY not in err
-    finally:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-        for handler in saved_handlers:
-            root.addHandler(handler)
-        root.setLevel(saved_level)
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+@pytest.mark.usefixtures("root_sink")
+def test_configure_logging_installs_the_filter_on_the_root_sink(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", [MASTER_KEY])
+    logging.getLogger("uvicorn.error").info("boot with %s and %s", MASTER_KEY, USER_KEY)
+    err = capsys.readouterr().err
+    assert "boot with" in err
+    assert MASTER_KEY not in err
+    assert USER_KEY not in err
 
 
 def test_database_drivers_never_log_statements_even_at_debug():
@@ -135,3 +143,16 @@ def test_logging_access_false_silences_the_access_lines_only() -> None:
         assert not access.disabled
     finally:
         access.disabled = False
+
+
+@pytest.mark.usefixtures("root_sink")
+def test_a_key_in_the_path_is_removed_from_the_json_access_fields_too(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", [MASTER_KEY], json=True)
+    record = AccessRecord(endpoint=f"/{USER_KEY}/v1/models")
+    log_access("req_1", "GET", 404, record, f"10.0.0.1 {MASTER_KEY}", time.perf_counter())
+    [line] = capsys.readouterr().err.splitlines()
+    assert USER_KEY not in line
+    assert MASTER_KEY not in line
+    fields = json.loads(line)
+    assert fields["path"] == f"/{REDACTED}/v1/models"
+    assert (fields["status"], fields["request_id"]) == (404, "req_1")
