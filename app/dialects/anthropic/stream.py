@@ -7,13 +7,16 @@ Invariants of the produced stream:
 - ``reasoning_content`` deltas feed a ``thinking`` block; when it closes, a ``signature_delta`` carrying
   ``sign(full thinking text of the block)`` comes just before its ``content_block_stop``.
 - ``content`` deltas feed a ``text`` block. Switching kind closes the open block and opens a new one.
-- Each upstream tool call (by ``index``) becomes one ``tool_use`` block, opened once its id and name are
-  known; argument fragments that come earlier are buffered and sent right after the start. The
-  ``partial_json`` pieces of a block concatenate to the upstream arguments. A tool call that has a name
-  but never got an id is opened at ``finish`` with a synthetic id.
-- Upstream tool calls are assumed sequential (OpenAI and Ark send them so). An argument fragment for a
-  block already closed cannot be delivered; the stream then ends in an ``error`` event instead of a
-  ``tool_use`` with corrupt input. So does a tool call whose name never came.
+- Each upstream tool call (told apart by ``app.dialects.tool_calls``) becomes one ``tool_use`` block,
+  opened once its id and name are known and its first arguments came (calls announced together then
+  argued in turn stay whole); earlier fragments are held and sent right after the start. Arguments that
+  are a JSON object stream as they come, from their ``{`` on: the ``partial_json`` pieces concatenate to
+  them. Any other arguments go out whole as the block closes, as ``{"_raw": ...}`` like the whole
+  answer's (the SDKs parse after every delta and would raise). A tool call that has a name but never
+  got an id (or arguments) is opened at ``finish``, with a synthetic id if needed.
+- Upstream tool calls are otherwise assumed sequential (OpenAI and Ark send them so). An argument
+  fragment for a block already closed cannot be delivered; the stream then ends in an ``error`` event
+  instead of a ``tool_use`` with corrupt input. So does a tool call whose name never came.
 - Empty deltas produce nothing: no empty blocks.
 - A stream that ends without a ``finish_reason`` was cut: ``finish`` returns an ``error`` event, never
   ``end_turn``.
@@ -28,6 +31,7 @@ from typing import Any
 
 from app.dialects.anthropic.response import stop_reason_for, synthetic_tool_id, usage_to_anthropic
 from app.dialects.anthropic.tokens import estimate_tokens_from_counts
+from app.dialects.tool_calls import CallSlots
 from app.json import dumps_compact
 
 PING = b'event: ping\ndata: {"type": "ping"}\n\n'
@@ -39,13 +43,14 @@ def encode_event(event_type: str, payload: dict[str, Any]) -> bytes:
 
 
 class _ToolCall:
-    __slots__ = ("block", "id", "name", "pending")
+    __slots__ = ("block", "id", "name", "pending", "raw")
 
     def __init__(self) -> None:
         self.id: str | None = None
         self.name: str | None = None
-        self.pending: list[str] = []  # argument fragments received before the block could open
+        self.pending: list[str] = []  # argument fragments not sent yet (see _tool_fragment)
         self.block: int | None = None  # the Anthropic block index once opened
+        self.raw: bool | None = None  # the arguments are no JSON object (decided on their first non-blank)
 
 
 class MessageStreamTranslator:
@@ -59,7 +64,7 @@ class MessageStreamTranslator:
         self._open_tool: int | None = None
         self._thinking: list[str] = []
         self._tools: dict[int, _ToolCall] = {}
-        self._last_tool: int | None = None
+        self._slots = CallSlots()
         self._has_tool_use = False
         self._finish_reason: str | None = None
         self._saw_finish = False
@@ -184,9 +189,8 @@ class MessageStreamTranslator:
         self._delta({"type": "text_delta", "text": text}, text, out)
 
     def _tool_fragment(self, fragment: dict[str, Any], out: bytearray) -> None:
-        position = self._tool_position(fragment)
+        position = self._slots.slot(fragment)
         tool = self._tools.setdefault(position, _ToolCall())
-        self._last_tool = position
         call_id = fragment.get("id")
         if tool.id is None and isinstance(call_id, str) and call_id:
             tool.id = call_id
@@ -198,30 +202,37 @@ class MessageStreamTranslator:
                 tool.name = name
             arguments = function.get("arguments")
         if isinstance(arguments, str) and arguments:
-            if tool.block is None:
-                tool.pending.append(arguments)
-            elif self._open_tool == position:
-                self._delta({"type": "input_json_delta", "partial_json": arguments}, arguments, out)
-            else:
+            if tool.block is not None and self._open_tool != position:
                 self._broken = "The upstream interleaved the arguments of parallel tool calls."
-        if tool.block is None and tool.id is not None and tool.name is not None:
-            self._open_tool_block(position, tool, out)
-
-    def _tool_position(self, fragment: dict[str, Any]) -> int:
-        position = fragment.get("index")
-        if isinstance(position, int) and not isinstance(position, bool):
-            return position
-        # No index (non-standard upstream): a new id starts a new call, otherwise continue the last one.
-        call_id = fragment.get("id")
-        if isinstance(call_id, str) and call_id and all(t.id != call_id for t in self._tools.values()):
-            return max(self._tools, default=-1) + 1
-        return self._last_tool if self._last_tool is not None else 0
+            else:
+                tool.pending.append(arguments)
+                if tool.block is not None:
+                    self._send_arguments(tool, out)
+        if tool.block is None and tool.pending and tool.id is not None and tool.name is not None:
+            self._open_tool_block(position, tool, out)  # with its first arguments (or at finish, if none come)
 
     def _open_tool_block(self, position: int, tool: _ToolCall, out: bytearray) -> None:
         tool.block = self._start_block({"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}, out)
         self._open_tool = position
         self._has_tool_use = True
-        if tool.pending:
+        self._send_arguments(tool, out)
+
+    def _send_arguments(self, tool: _ToolCall, out: bytearray) -> None:
+        """The open block's pending argument text, as far as it can go out now.
+
+        Arguments that are a JSON object stream as they come, from their ``{`` on (the SDKs parse the
+        text after every delta, and one of only blanks so far is an error to them). Any other arguments
+        (broken JSON, an array, a bare string) are held whole and sent as the block closes, wrapped as
+        the whole answer has them: ``{"_raw": "<arguments>"}`` (``app.dialects.anthropic.response``).
+        """
+        if tool.raw is None:
+            text = "".join(tool.pending).lstrip()
+            if not text:
+                return  # blanks only, so far (and if nothing else comes, the input is {} as in the answer)
+            tool.raw = not text.startswith("{")
+            if not tool.raw:
+                tool.pending = [text]  # from the brace on
+        if not tool.raw and tool.pending:
             arguments = "".join(tool.pending)
             tool.pending = []
             self._delta({"type": "input_json_delta", "partial_json": arguments}, arguments, out)
@@ -258,6 +269,12 @@ class MessageStreamTranslator:
                     "delta": {"type": "signature_delta", "signature": signature},
                 },
             )
+        elif self._open == "tool_use" and self._open_tool is not None:
+            tool = self._tools[self._open_tool]
+            if tool.raw:  # held whole: see _send_arguments
+                raw = dumps_compact({"_raw": "".join(tool.pending)}).decode()
+                tool.pending = []
+                self._delta({"type": "input_json_delta", "partial_json": raw}, raw, out)
         self._open = None
         self._open_tool = None
         out += encode_event("content_block_stop", {"type": "content_block_stop", "index": index})

@@ -149,6 +149,12 @@ def message_json(mid: str, part: bytes, status: str = "completed") -> bytes:
     return _MESSAGE % (mid.encode(), status.encode(), part)
 
 
+def finished_arguments(arguments: str) -> str:
+    """A finished call's arguments: ``{}`` added to none (or only blanks), as OpenAI writes a call without
+    arguments (the openai SDK's ``parse`` helpers read them as JSON)."""
+    return arguments if arguments.strip() else arguments + "{}"
+
+
 def call_json(
     fid: str, call_id: str, name: str, arguments: str, context: Context, status: str = "completed"
 ) -> tuple[bytes, str]:
@@ -249,6 +255,7 @@ def chat_to_response(answer: dict[str, Any], context: Context, sealer: Sealer, r
             arguments = dumps_compact(arguments).decode()
         elif not isinstance(arguments, str):
             arguments = ""
+        arguments = finished_arguments(arguments)
         output.append(call_json(item_id("fc", request_id, n), call_id, function["name"], arguments, context)[0])
     template = response_template(context, request_id=request_id, model=model)
     return fill_response(template, status, output, usage_json(answer.get("usage")), incomplete)

@@ -8,8 +8,9 @@ upstream produced them:
   ``reasoning_summary_text.done``, ``reasoning_summary_part.done``, ``output_item.done``;
 - text: ``output_item.added``, ``content_part.added``, ``output_text.delta``..., ``output_text.done``,
   ``content_part.done``, ``output_item.done``;
-- a tool call: ``output_item.added`` (once its name is known; earlier argument fragments are held),
-  ``function_call_arguments.delta``..., ``function_call_arguments.done``, ``output_item.done``;
+- a tool call (told apart by ``app.dialects.tool_calls``): ``output_item.added`` (once its name is known
+  and its first arguments came; earlier fragments are held), ``function_call_arguments.delta``...,
+  ``function_call_arguments.done``, ``output_item.done`` (a call without arguments gets ``{}``);
 
 and last ``response.completed`` (or ``response.incomplete``) with the full response and usage. A new
 kind of output closes the open item. A stream cut before a ``finish_reason``, a tool call without a
@@ -47,6 +48,7 @@ from app.dialects.responses.response import (
     Context,
     call_json,
     fill_response,
+    finished_arguments,
     item_id,
     output_text_json,
     reasoning_json,
@@ -56,6 +58,7 @@ from app.dialects.responses.response import (
     usage_json,
 )
 from app.dialects.responses.seal import Sealer
+from app.dialects.tool_calls import CallSlots
 from app.json import dumps_compact
 
 KEEPALIVE = b": keepalive\n\n"
@@ -90,6 +93,7 @@ class ResponseStreamTranslator:
         "_request_id",
         "_sealer",
         "_seq",
+        "_slots",
         "_template",
         "_text",
         "_text_json",
@@ -110,6 +114,7 @@ class ResponseStreamTranslator:
         self._text: list[str] = []  # the open text item's pieces written so far
         self._text_json = b""  # the last one's JSON
         self._calls: dict[int, _Call] = {}
+        self._slots: CallSlots | None = None  # which call a fragment continues (made with the first call)
         self._open_call: int | None = None
         self._finish: str | None = None
         self._usage: Any = None
@@ -265,9 +270,9 @@ class ResponseStreamTranslator:
         self._framing = (head, b"," + common + b',"delta":', tail)
 
     def _call_fragment(self, fragment: dict[str, Any], out: list[bytes]) -> None:
-        position = fragment.get("index")
-        if not isinstance(position, int) or isinstance(position, bool):
-            position = max(self._calls, default=0)
+        if self._slots is None:
+            self._slots = CallSlots()
+        position = self._slots.slot(fragment)
         call = self._calls.setdefault(position, _Call())
         if call.call_id is None and isinstance(fragment.get("id"), str) and fragment["id"]:
             call.call_id = fragment["id"]
@@ -283,8 +288,8 @@ class ResponseStreamTranslator:
             call.arguments.append(arguments)
             if not call.pending:
                 out.append(self._arguments_delta(position, call.index or 0, arguments))
-        if call.pending and call.name is not None:
-            self._open_item_for(position, call, out)
+        if call.pending and call.name is not None and call.arguments:
+            self._open_item_for(position, call, out)  # with its first arguments (or at finish, if none come)
 
     def _fid(self, position: int) -> str:
         return item_id("fc", self._request_id, position)
@@ -334,7 +339,10 @@ class ResponseStreamTranslator:
         else:
             position, self._open_call = self._open_call or 0, None
             call = self._calls[position]
-            arguments = "".join(call.arguments)
+            sent = "".join(call.arguments)
+            arguments = finished_arguments(sent)
+            if arguments != sent:  # the "{}" of a call without arguments: its deltas add up to its arguments
+                out.append(self._arguments_delta(position, index, arguments[len(sent) :]))
             fid = self._fid(position)
             item, name = call_json(fid, call.call_id or "", call.name or "", arguments, self.context)
             members = b'"item_id":"%b","output_index":%d,"name":%b,"arguments":%b'

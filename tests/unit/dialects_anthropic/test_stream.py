@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from app.dialects.anthropic import MessageStreamTranslator
+from app.dialects.anthropic.response import tool_input
 from app.sse import SSEDecoder
 
 
@@ -406,3 +407,83 @@ def test_random_streams_keep_block_invariants_and_content(segments: list[Any]) -
             if block["type"] == "thinking":
                 assert block["signature"] == sign(block["thinking"])
     assert rebuilt == expected
+
+
+def fragment(call_id: str | None = None, name: str | None = None, args: str | None = None, **index: int) -> Any:
+    """One ``tool_calls`` fragment; its ``index`` only when given (some upstreams send none)."""
+    part: dict[str, Any] = {"function": {}, **index}
+    if call_id is not None:
+        part["id"] = call_id
+    if name is not None:
+        part["function"]["name"] = name
+    if args is not None:
+        part["function"]["arguments"] = args
+    return part
+
+
+def calls(*fragments: Any) -> dict[str, Any]:
+    return chunk({"tool_calls": list(fragments)})
+
+
+def tool_uses(events: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """(id, input) of each tool_use block, every partial_json prefix read as the SDKs do: an object started."""
+    for index, text in tool_inputs(events).items():
+        assert text.startswith("{"), (index, text)  # the anthropic SDK parses after every delta
+    return [(block["id"], block.get("input", {})) for block in blocks(events) if block["type"] == "tool_use"]
+
+
+def test_parallel_calls_all_at_index_0_with_their_own_ids_stay_separate_calls() -> None:
+    events, _ = run(
+        [
+            calls(fragment("c0", "Read", '{"path"', index=0)),
+            calls(fragment(args=':"/a"}', index=0)),
+            calls(fragment("c1", "Read", '{"path"', index=0)),
+            calls(fragment(args=':"/b"}', index=0)),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert tool_uses(events) == [("c0", {"path": "/a"}), ("c1", {"path": "/b"})]
+
+
+def test_calls_without_an_index_are_told_apart_by_their_ids() -> None:
+    first, second = fragment("c0", "Read", '{"path":"/a"}'), fragment("c1", "Read", '{"path":"/b"}')
+    for chunks in ([calls(first), calls(second)], [calls(first, second)]):
+        events, _ = run([*chunks, chunk(finish="tool_calls")])
+        assert tool_uses(events) == [("c0", {"path": "/a"}), ("c1", {"path": "/b"})]
+
+
+def test_calls_announced_together_then_given_their_arguments_in_turn_are_both_delivered() -> None:
+    events, _ = run(
+        [
+            calls(fragment("c0", "Read", "", index=0), fragment("c1", "Read", "", index=1)),
+            calls(fragment(args='{"path":"/a"}', index=0)),
+            calls(fragment(args='{"path":"/b"}', index=1)),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert tool_uses(events) == [("c0", {"path": "/a"}), ("c1", {"path": "/b"})]
+
+
+def test_arguments_led_by_blanks_stream_from_their_brace_and_blank_ones_are_an_empty_input() -> None:
+    events, _ = run(
+        [
+            calls(fragment("c0", "f", " ", index=0)),
+            calls(fragment(args="\n", index=0)),
+            calls(fragment(args='{"a":', index=0)),
+            calls(fragment(args="1}", index=0)),
+            calls(fragment("c1", "g", " \n", index=1)),
+            chunk(finish="tool_calls"),
+        ]
+    )
+    assert tool_uses(events) == [("c0", {"a": 1}), ("c1", {})]
+    assert [len(e) for e in tool_inputs(events).values()] == [len('{"a":1}')]  # c1 sent no delta at all
+
+
+def test_arguments_that_are_no_json_object_arrive_whole_wrapped_as_in_the_whole_answer() -> None:
+    for arguments in (["not ", "json"], ["[1,", "2]"], ['"ab', 'c"'], ["5"], [" ", "ls -la"]):
+        pieces = [calls(fragment("c0", "run", arguments[0], index=0))]
+        pieces += [calls(fragment(args=more, index=0)) for more in arguments[1:]]
+        events, _ = run([*pieces, chunk({"content": "after"}), chunk(finish="tool_calls")])
+        whole = "".join(arguments)
+        assert tool_uses(events) == [("c0", tool_input(whole))]
+        assert tool_input(whole) == {"_raw": whole}

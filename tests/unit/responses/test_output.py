@@ -150,6 +150,58 @@ def test_tool_arguments_before_the_name_are_held_then_delivered_in_order() -> No
     assert [e["output_index"] for e in seen if e["type"] == "response.output_item.done"] == [0, 1]
 
 
+def final_calls(seen: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(call_id, arguments) of the completed response's calls; every call's deltas add up to its arguments."""
+    assert seen[-1]["type"] == "response.completed", seen[-1]
+    told: dict[str, str] = {}
+    for event in seen:
+        if event["type"] == "response.function_call_arguments.delta":
+            told[event["item_id"]] = told.get(event["item_id"], "") + event["delta"]
+    output = seen[-1]["response"]["output"]
+    assert {item["id"]: item["arguments"] for item in output} == told
+    return [(item["call_id"], item["arguments"]) for item in output]
+
+
+def test_parallel_calls_all_at_index_0_with_their_own_ids_stay_separate_calls() -> None:
+    seen = stream_of(
+        delta(tool_calls=[{"index": 0, "id": "c0", "function": {"name": "Read", "arguments": '{"path"'}}]),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": ':"/a"}'}}]),
+        delta(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "Read", "arguments": '{"path"'}}]),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": ':"/b"}'}}]),
+        FINISH,
+    )
+    assert final_calls(seen) == [("c0", '{"path":"/a"}'), ("c1", '{"path":"/b"}')]
+
+
+def test_calls_without_an_index_are_told_apart_by_their_ids() -> None:
+    first = {"id": "c0", "function": {"name": "Read", "arguments": '{"path":"/a"}'}}
+    second = {"id": "c1", "function": {"name": "Read", "arguments": '{"path":"/b"}'}}
+    for chunks in ([delta(tool_calls=[first]), delta(tool_calls=[second])], [delta(tool_calls=[first, second])]):
+        assert final_calls(stream_of(*chunks, FINISH)) == [("c0", '{"path":"/a"}'), ("c1", '{"path":"/b"}')]
+
+
+def test_calls_announced_together_then_given_their_arguments_in_turn_are_both_delivered() -> None:
+    announced = [
+        {"index": 0, "id": "c0", "function": {"name": "Read", "arguments": ""}},
+        {"index": 1, "id": "c1", "function": {"name": "Read", "arguments": ""}},
+    ]
+    seen = stream_of(
+        delta(tool_calls=announced),
+        delta(tool_calls=[{"index": 0, "function": {"arguments": '{"path":"/a"}'}}]),
+        delta(tool_calls=[{"index": 1, "function": {"arguments": '{"path":"/b"}'}}]),
+        FINISH,
+    )
+    assert final_calls(seen) == [("c0", '{"path":"/a"}'), ("c1", '{"path":"/b"}')]
+
+
+def test_a_call_without_arguments_gets_an_empty_object_streamed_or_whole() -> None:
+    seen = stream_of(delta(tool_calls=[{"index": 0, "id": "c0", "function": {"name": "now", "arguments": ""}}]), FINISH)
+    assert final_calls(seen) == [("c0", "{}")]
+    answer = {"choices": [{"message": {"tool_calls": [{"id": "c0", "function": {"name": "now"}}]}}]}
+    whole = orjson.loads(chat_to_response(answer, context(), SEALER, "req_1", "m"))
+    assert [(item["call_id"], item["arguments"]) for item in whole["output"]] == [("c0", "{}")]
+
+
 def test_interleaved_parallel_arguments_end_the_stream_failed() -> None:
     seen = stream_of(
         delta(tool_calls=[{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{"}}]),
