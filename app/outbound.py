@@ -139,9 +139,10 @@ class RelayResponse(Response):
                     watchdog.writing_since = loop.time()
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                     watchdog.writing_since = None
+                watchdog.writing_since = loop.time()  # the last send waits for the buffers to drain too
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
             finally:
                 watchdog.stop()
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     @staticmethod
     async def _watch(receive: Receive) -> None:

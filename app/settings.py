@@ -167,6 +167,14 @@ class BillingSettings(_Section):
     # raw usage rows older than this are deleted in small batches (0: kept forever); daily rollups stay
     usage_retention_days: int = Field(default=90, ge=0)
 
+    @model_validator(mode="after")
+    def _leases_renewed_in_time(self) -> BillingSettings:
+        # a lease is renewed a third of the way through it, at a checkpoint: with checkpoints rarer than
+        # that, live holds would lapse and be recovered from under their running requests
+        if self.checkpoint_interval_seconds * 3 > self.hold_ttl_seconds:
+            raise ValueError("billing.checkpoint_interval_seconds must be at most a third of hold_ttl_seconds")
+        return self
+
 
 class ResponsesSettings(_Section):
     retention_days: float = Field(default=30.0, gt=0)  # stored responses (store: true) are deleted after this

@@ -6,6 +6,9 @@ renews each lease a third of the way through it. So:
 
 - a live request never loses its hold, however long it runs or however slowly its client reads;
 - a crash loses at most one interval of delivered output: recovery charges the last checkpoint;
+- a hold is written ``sent`` as it is reserved (the request goes upstream next), so a crash in a
+  request's first interval charges its prompt estimate, as later; one that never went out (every
+  attempt refused) is written unsent by the next tick -- only a crash in that one interval charges it;
 - a hold whose process died lapses after ``billing.hold_ttl_seconds`` and is recovered by any
   instance sharing the database.
 """
@@ -45,7 +48,8 @@ class Leases:
         return len(self._live)
 
     def add(self, request_id: str, outcome: Outcome, reserved_at: datetime) -> None:
-        self._live[request_id] = _Live(outcome, (False, 0), reserved_at + self._ledger.lease / 3)
+        # the hold was written ``sent`` (``tx.reserve``): the next tick corrects it if the request never went out
+        self._live[request_id] = _Live(outcome, (True, 0), reserved_at + self._ledger.lease / 3)
         if self._outstanding is not None:
             self._outstanding.set(len(self._live))
 

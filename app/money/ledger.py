@@ -87,7 +87,7 @@ class Ledger:
 
     async def release(self, hold: Hold) -> bool:
         """Give the hold back (nothing was consumed); False if it had already ended."""
-        return await self._until_durable("release", hold.request_id, lambda: tx.release(hold))
+        return await self._until_durable("release", hold.request_id, lambda: tx.release(hold, utcnow()))
 
     async def settle(self, hold: Hold, draft: UsageRow) -> Settlement | None:
         """Charge ``draft.cost`` against the hold; None if it had already been settled or released."""

@@ -58,7 +58,7 @@ _INSERT_HOLD = """
 INSERT INTO holds (request_id, key_id, model, amount, prompt_tokens_estimate, prompt_cost_estimate, output_price,
                    owner, status, sent, output_tokens, created_at, expires_at)
 VALUES (:request_id, :key_id, :model, :amount, :prompt_tokens_estimate, :prompt_cost_estimate, :output_price,
-        :owner, 'held', FALSE, 0, :now, :lease_until)"""
+        :owner, 'held', TRUE, 0, :now, :lease_until)"""  # sent: see app.money.leases
 _ROOM = f"SELECT available, held, monthly_quota, {_MONTH_SPENT} FROM api_keys WHERE id = :key_id"
 _FLIP = "UPDATE holds SET status = :to WHERE request_id = :request_id AND status = :from"
 _GIVE_BACK = "UPDATE api_keys SET available = available + :amount, held = held - :amount WHERE id = :key_id"
@@ -152,10 +152,15 @@ def reserve(hold: Hold, *, owner: str, now: datetime, lease_until: datetime) -> 
     return Refusal(reason, available, room)
 
 
-def release(hold: Hold) -> Tx[bool]:
-    if (yield _flip(hold.request_id, "held", "released")) != 1:
+def release(hold: Hold, now: datetime) -> Tx[bool]:
+    """Give the hold back; False when it had already ended. One that recovery charged while the request
+    still ran is refunded what recovery charged (its usage row rewritten to cost nothing)."""
+    if (yield _flip(hold.request_id, "held", "released")) == 1:
+        yield Query(_GIVE_BACK, {"key_id": hold.key_id, "amount": hold.amount})
+        return True
+    if (yield _flip(hold.request_id, "recovered", "released")) != 1:
         return False
-    yield Query(_GIVE_BACK, {"key_id": hold.key_id, "amount": hold.amount})
+    yield from _settle_late(hold, _hold_row(hold, status="released", source="late", now=now))
     return True
 
 
@@ -236,14 +241,24 @@ def recover(hold: Hold, *, sent: bool, output_tokens: int, now: datetime) -> Tx[
     cost = recovery_charge(
         sent=sent, prompt_cost=hold.prompt_cost_estimate, output_tokens=output_tokens, output_price=hold.output_price
     )
-    if cost == 0:  # it never reached the upstream: nothing to charge, no usage row
+    if not sent and output_tokens == 0:  # it never reached the upstream: nothing to charge, no usage row
         yield Query(_GIVE_BACK, {"key_id": hold.key_id, "amount": hold.amount})
         return 0
     [(available,)] = yield Query(_AVAILABLE, {"key_id": hold.key_id}, rows=True, lock=True)
     charged, shortfall = clamp_charge(cost, available + hold.amount)
     yield _charge(hold.amount, hold.key_id, charged, now)
     yield _post(hold.key_id, hold.request_id, "charge", charged, "recovered", now)
-    row = UsageRow(
+    prompt_tokens = hold.prompt_tokens_estimate if sent else 0
+    row = _hold_row(hold, prompt_tokens, output_tokens, status="recovered", source="recovery", now=now)
+    yield from _record(row, cost=charged, shortfall=shortfall)  # a free model's too: its usage is not lost
+    return charged
+
+
+def _hold_row(
+    hold: Hold, prompt_tokens: int = 0, output_tokens: int = 0, *, status: str, source: str, now: datetime
+) -> UsageRow:
+    """The usage row of a request known only from its hold (what it did was never reported): estimated."""
+    return UsageRow(
         request_id=hold.request_id,
         key_id=hold.key_id,
         model=hold.model,
@@ -251,21 +266,19 @@ def recover(hold: Hold, *, sent: bool, output_tokens: int, now: datetime) -> Tx[
         upstream_model=None,
         endpoint="unknown",
         stream=False,
-        prompt_tokens=hold.prompt_tokens_estimate if sent else 0,
+        prompt_tokens=prompt_tokens,
         completion_tokens=output_tokens,
         reasoning_tokens=0,
         cached_tokens=0,
-        cost=charged,
-        shortfall=shortfall,
-        status="recovered",
+        cost=0,
+        shortfall=0,
+        status=status,
         partial=True,
         estimated=True,
-        source="recovery",
+        source=source,
         latency_ms=None,
         created_at=now,
     )
-    yield from _record(row)
-    return charged
 
 
 def _rollup_values(row: dict[str, Any]) -> dict[str, int]:

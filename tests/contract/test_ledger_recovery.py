@@ -195,6 +195,57 @@ async def test_a_late_settlement_after_a_free_recovery_writes_the_row(books: Boo
     await books.check()
 
 
+async def test_a_release_after_recovery_refunds_what_recovery_charged(books: Books, ledger: Ledger) -> None:
+    key = await books.new_key("10")
+    hold = await reserve(ledger, key, USD, estimate=USD // 10)
+    await lapse(ledger, hold.request_id, sent=True, output_tokens=0)  # recovered from under the live request
+    await recover(ledger, books)
+    assert (await books.key(key)).spent == USD // 10
+    assert await ledger.release(hold) is True  # which then ended uncharged (e.g. the upstream refused it)
+    row = await books.key(key)
+    assert (row.available, row.held, row.spent) == (10 * USD, 0, 0)
+    [used] = await books.rows(usage, request_id=hold.request_id)
+    assert (used.source, used.status, used.cost, used.prompt_tokens) == ("late", "released", 0, 0)
+    [refund] = await books.rows(ledger_table, key_id=key, kind="adjustment")
+    assert refund.amount == -(USD // 10)
+    [day] = await books.rows(usage_daily, key_id=key)
+    assert (day.requests, day.cost, day.prompt_tokens) == (1, 0, 0)
+    [stored] = await books.rows(holds, request_id=hold.request_id)
+    assert stored.status == "released"
+    assert await ledger.release(hold) is False  # once
+    await books.check()
+
+
+async def test_recovery_of_a_free_request_keeps_its_usage_row(books: Books, ledger: Ledger) -> None:
+    key = await books.new_key("10")
+    hold = await reserve(ledger, key, USD, estimate=0, output_price=0)  # a model priced at zero
+    await lapse(ledger, hold.request_id, sent=True, output_tokens=700)
+    assert await recover(ledger, books) == 1
+    [used] = await books.rows(usage, request_id=hold.request_id)
+    assert (used.status, used.cost, used.prompt_tokens, used.completion_tokens) == ("recovered", 0, 100, 700)
+    assert (await books.key(key)).available == 10 * USD
+    await books.check()
+
+
+async def test_a_hold_is_written_sent_as_reserved_and_unsent_by_the_next_tick_if_it_never_went_out(
+    books: Books, ledger: Ledger
+) -> None:
+    key = await books.new_key("10")
+    went_out = await reserve(ledger, key, USD, estimate=USD // 10)
+    refused = await reserve(ledger, key, USD, estimate=USD // 10)
+    await books.settled()
+    assert {stored.sent for stored in await books.rows(holds, key_id=key)} == {True}  # a crash now: charged
+    leases = Leases(ledger)
+    now = datetime.now(UTC)
+    leases.add(went_out.request_id, Outcome(sent=True), now)
+    leases.add(refused.request_id, Outcome(sent=False), now)  # every attempt was refused before any work
+    assert await leases.tick(now) == 1
+    await books.settled()
+    [stored] = await books.rows(holds, request_id=refused.request_id)
+    assert stored.sent is False  # a crash from now on: released at no charge
+    await books.check()
+
+
 async def test_a_late_charge_never_overdraws(books: Books, ledger: Ledger) -> None:
     key = await books.new_key("1")
     hold = await reserve(ledger, key, USD // 2, estimate=USD // 10)
@@ -216,11 +267,11 @@ async def test_leases_checkpoint_what_changed_and_renew_what_is_due(books: Books
     key = await books.new_key("10")
     hold = await reserve(ledger, key, USD)
     leases = Leases(ledger)
-    outcome = Outcome()
+    outcome = Outcome(sent=True)  # on its way upstream, as the hold was written
     now = datetime.now(UTC)
     leases.add(hold.request_id, outcome, now)
     assert await leases.tick(now) == 0  # nothing new, lease fresh
-    outcome.sent, outcome.output_tokens = True, 42
+    outcome.output_tokens = 42
     assert await leases.tick(now) == 1
     assert await leases.tick(now) == 0
     assert await leases.tick(now + timedelta(seconds=11)) == 1  # a third of the lease went by: renewed

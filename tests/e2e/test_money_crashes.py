@@ -30,7 +30,7 @@ from tests.support.gateway import (
     wait_until,
 )
 
-LEASES = {"billing": {"hold_ttl_seconds": 2, "recovery_interval_seconds": 0.5, "checkpoint_interval_seconds": 1}}
+LEASES = {"billing": {"hold_ttl_seconds": 3, "recovery_interval_seconds": 0.5, "checkpoint_interval_seconds": 1}}
 WORDS = 400  # "wNNN " is 2 tokens
 
 
@@ -211,3 +211,54 @@ def test_a_client_that_stops_reading_is_cut_after_the_write_timeout_and_billed_f
         assert gateway.ledger()["balanced"] is True
     finally:
         gateway.terminate()
+
+
+def test_a_client_that_stops_reading_on_the_streams_last_write_is_cut_after_the_write_timeout_too(
+    tmp_path: Path, fake: FakeUpstreamThread
+) -> None:
+    extra = {
+        "server": {"client_write_timeout_seconds": 1},
+        "models": [{**base_config(fake.url, "x")["models"][0], "max_output_tokens": 4_000_000}],
+    }
+    gateway = GatewayProcess(tmp_path, gateway_config(tmp_path, fake.url, extra)).start()
+    try:
+        key_id, key = gateway.create_key("100")
+        fake.enqueue({"content_chunks": ["x" * 3_000_000]})  # the whole answer in one write, larger than the buffers
+        sock = open_raw_stream(gateway, key, chat_body(stream=True, max_tokens=4_000_000), rcvbuf=4096)
+        started = time.monotonic()
+        [row] = settled_rows(gateway, key_id, timeout=15)  # settled while the client still never read a byte
+        assert time.monotonic() - started < 10
+        sock.close()
+        assert row["status"] in ("ok", "client_stalled")  # the answer was whole when the last write stalled
+        assert gateway.key(key_id)["held_usd"] == "0.00"
+        assert gateway.ledger()["balanced"] is True
+    finally:
+        gateway.terminate()
+
+
+def test_kill_9_in_a_requests_first_checkpoint_interval_charges_its_prompt_estimate(
+    tmp_path: Path, fake: FakeUpstreamThread
+) -> None:
+    slow_checkpoints = {"billing": {"checkpoint_interval_seconds": 3, "hold_ttl_seconds": 9}}  # a wide first interval
+    config = gateway_config(tmp_path, fake.url, slow_checkpoints)
+    gateway = GatewayProcess(tmp_path, config).start()
+    key_id, key = gateway.create_key("1")
+    fake.enqueue({"content_chunks": [f"w{i:03d} " for i in range(WORDS)], "event_delay": 0.01, "usage": "omit"})
+    sock = open_raw_stream(gateway, key, chat_body(stream=True))
+    received = bytearray()
+    thread = threading.Thread(target=lambda: read_all(sock, timeout=20, on_data=received.extend))
+    thread.start()
+    wait_until(lambda: streamed_tokens(bytes(received)) >= 20, timeout=10)  # under a checkpoint interval in
+    gateway.kill()
+    thread.join(10)
+    sock.close()
+    survivor = restart(tmp_path, config)
+    try:
+        [row] = settled_rows(survivor, key_id, timeout=20)
+        assert (row["status"], row["source"]) == ("recovered", "recovery")
+        assert row["prompt_tokens"] > 0
+        assert survivor.key(key_id)["spent_usd"] != "0.00"
+        assert len(fake.requests) == 1  # the upstream had the request
+        assert survivor.ledger()["balanced"] is True
+    finally:
+        survivor.terminate()

@@ -223,3 +223,9 @@ def test_settings_without_a_file_use_defaults() -> None:
     assert settings.server.host == "127.0.0.1"
     assert settings.models == []
     assert settings.demo_mode
+
+
+def test_checkpoints_rarer_than_a_third_of_the_lease_are_refused() -> None:
+    with pytest.raises(ValueError, match="at most a third of hold_ttl_seconds"):
+        Settings(billing={"hold_ttl_seconds": 2, "checkpoint_interval_seconds": 1})
+    assert Settings(billing={"hold_ttl_seconds": 3, "checkpoint_interval_seconds": 1}).billing.hold_ttl_seconds == 3
