@@ -126,13 +126,15 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
             return await relay_stream(services, admission, dialect, request, response, headers, deadline)
         return await whole_answer(services, admission, dialect, request, response, headers, deadline)
     except UpstreamFailure as failure:
-        if failure.policy:
-            await record_policy(services, admission, failure.upstream_code)
-        if failure.upstream_status is not None:
-            await record_upstream_refusal(services, admission, failure)
         admission.outcome.status = f"upstream_{failure.upstream_status or failure.error.status}"
         admission.outcome.consumed = failure.accepted
-        await asyncio.shield(settle(services, admission))
+        try:  # the records are the operator's; the settlement runs even if the task is cancelled meanwhile
+            if failure.policy:
+                await record_policy(services, admission, failure.upstream_code)
+            if failure.upstream_status is not None:
+                await record_upstream_refusal(services, admission, failure)
+        finally:
+            await asyncio.shield(settle(services, admission))
         raise failure.error from None
     except BaseException:
         if admission.outcome.status == "ok":

@@ -268,6 +268,33 @@ async def test_a_client_that_goes_away_while_the_stream_is_primed_releases_every
     assert row["completion_tokens"] == 0
 
 
+async def test_a_request_cancelled_while_the_upstreams_refusal_is_recorded_still_releases_everything(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, key = await harness.create_key()
+    recording = asyncio.Event()
+
+    async def slow_record(*args: Any, **kwargs: Any) -> None:
+        recording.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(pipeline, "record_upstream_error", slow_record)
+    harness.upstream.enqueue({"status": 400, "error_body": {"error": {"message": "no", "type": "BadRequest"}}})
+
+    async def send() -> None:
+        async with harness.client(key) as client:
+            await client.post("/v1/chat/completions", json=chat())
+
+    task = asyncio.create_task(send())
+    await asyncio.wait_for(recording.wait(), 5)
+    task.cancel()  # e.g. the shutdown grace ran out
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert harness.services.lifecycle.inflight == 0
+    assert len(harness.services.leases) == 0
+    await nothing_charged(harness, key_id)
+
+
 async def test_settling_twice_changes_nothing(harness: Harness) -> None:
     key_id, key = await harness.create_key()
     async with harness.client(key) as client:
