@@ -34,6 +34,19 @@ def dumps_compact(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
+def loads_upstream(raw: str | bytes) -> Any:
+    """An upstream's JSON value. orjson refuses a lone surrogate escape (``"\\ud83d"``: half an emoji, from
+    an upstream that cut a UTF-16 pair between chunks); the stdlib reads it, so the text is not lost
+    (``dumps_compact`` writes it again). ``ValueError`` if neither can read it."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(raw)
+        except RecursionError:  # the stdlib parser recurses: a value nested too deep for it is no answer
+            raise ValueError("nested too deep") from None
+
+
 def parse_request_json(raw: bytes) -> Any:
     """The body's JSON value; ``InvalidRequest`` if it is not JSON or is nested too deep."""
     try:

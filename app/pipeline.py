@@ -21,7 +21,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from starlette.responses import Response
 
 from app.catalog import CatalogModel, Target
@@ -38,7 +37,7 @@ from app.errors import (
     request_id_headers,
 )
 from app.inbound import Inbound
-from app.json import parse_request_json
+from app.json import loads_upstream, parse_request_json
 from app.keys import KeyRecord, authenticate
 from app.limits.checks import check_ip, limit_key, release_key
 from app.money import rules
@@ -386,8 +385,8 @@ def parse_json(raw: bytes) -> Any:
 def parse_answer(admission: Admission, raw: bytes) -> dict[str, Any]:
     """A chat completion, or the upstream's failure (an unreadable 200 costs the key nothing)."""
     try:
-        answer = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        answer = loads_upstream(raw)
+    except ValueError:
         answer = None
     if isinstance(answer, dict) and isinstance(answer.get("choices"), list):
         return answer

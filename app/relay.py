@@ -25,10 +25,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
 from app.dialects import StreamWriter
 from app.errors import GatewayError, InternalError, UpstreamError, UpstreamTimeout
+from app.json import loads_upstream
 from app.money.rules import Outcome
 from app.money.tokens import TokenUsage, output_tokens
 from app.sse import SSEDecoder, SSEError
@@ -83,8 +82,8 @@ class UpstreamEvents:
             self._end(_DONE)
             return True
         try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
+            chunk = loads_upstream(data)
+        except ValueError:
             log.warning("skipping a malformed upstream event (%d bytes)", len(data))
             return False
         if isinstance(chunk, dict):

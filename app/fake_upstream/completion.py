@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from app.fake_upstream.script import DEFAULT_CONTENT, Script
+from app.json import dumps_compact
 
 _MARKER = re.compile(r"#script:([A-Za-z0-9_.\-]+)")
 _ECHO_PREFIX = "Seedgate demo: you said: "
@@ -128,7 +129,7 @@ def _completion_body(script: Script, request: ChatRequest, content: str) -> byte
     usage = script.usage_for(request.prompt_chars, content)
     if usage is not None:
         body["usage"] = usage
-    return orjson.dumps(body)
+    return dumps_compact(body)  # a lone surrogate in a scripted text is written escaped, as a Python upstream would
 
 
 def stream_payloads(script: Script, request: ChatRequest, content: str) -> list[bytes]:
@@ -143,7 +144,7 @@ def stream_payloads(script: Script, request: ChatRequest, content: str) -> list[
 
     def chunk(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return orjson.dumps({**head, "choices": [choice], **tail})
+        return dumps_compact({**head, "choices": [choice], **tail})  # lone surrogates escaped, see above
 
     payloads = [chunk({"role": "assistant", "content": ""})]
     payloads += [chunk({"reasoning_content": piece}) for piece in script.reasoning_pieces()]

@@ -8,6 +8,7 @@ what was charged (usually: nothing, and the ledger balanced with nothing held).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -369,3 +370,46 @@ async def test_a_hold_released_behind_the_requests_back_is_not_charged_again(
     assert response.status_code == 200
     assert released == [True]
     await nothing_charged(harness, key_id)
+
+
+def texts(document: Any) -> list[str]:
+    """The strings under ``content``, ``text`` and ``delta`` keys of a JSON document, in order."""
+    found: list[str] = []
+    if isinstance(document, dict):
+        for name, value in document.items():
+            if name in ("content", "text", "delta") and isinstance(value, str):
+                found.append(value)
+            else:
+                found += texts(value)
+    elif isinstance(document, list):
+        for value in document:
+            found += texts(value)
+    return found
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+async def test_half_an_emoji_from_a_python_upstream_reaches_the_client(
+    harness: Harness, path: str, stream: bool
+) -> None:
+    key_id, key = await harness.create_key()
+    pieces = ["smile \ud83d", "\ude00 done"]  # a UTF-16 pair cut between chunks: each escaped alone
+    harness.upstream.enqueue({"content_chunks": pieces} if stream else {"content": "smile \ud83d"})  # or left alone
+    body = {"model": MODEL, "stream": stream, "max_tokens": 50}
+    body |= {"input": "hi"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "hi"}]}
+    async with harness.client(key) as client:
+        response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    if stream:
+        lines = [line[len("data: ") :] for line in response.text.splitlines() if line.startswith("data: {")]
+        documents = [json.loads(line) for line in lines]  # the stdlib reads escaped halves, as the SDKs do
+    else:
+        documents = [json.loads(response.text)]
+    said = "".join(text for document in documents for text in texts(document))
+    if stream:
+        assert "smile \U0001f600 done" in said.encode("utf-16", "surrogatepass").decode("utf-16")
+    else:
+        assert "smile \ud83d" in said
+    [row] = await harness.usage(key_id)
+    assert row["status"] == "ok"
+    assert await harness.ledger_balanced()

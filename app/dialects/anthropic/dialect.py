@@ -14,8 +14,6 @@ import hmac
 from dataclasses import replace
 from typing import Any
 
-import orjson
-
 from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.anthropic.errors import AnthropicRequestError
@@ -23,6 +21,7 @@ from app.dialects.anthropic.request import translate
 from app.dialects.anthropic.response import chat_to_message
 from app.dialects.anthropic.stream import MessageStreamTranslator
 from app.errors import Envelope, GatewayError, InvalidRequest, anthropic_error_type
+from app.json import dumps_compact
 
 
 class Signer:
@@ -70,7 +69,8 @@ class AnthropicMessages:
         return request
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
-        return orjson.dumps(chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign))
+        message = chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign)
+        return dumps_compact(message)  # an upstream's lone surrogate is written escaped, never a 500
 
     def stream(self, request: ChatRequest, reply: Reply) -> MessagesStream:
         return MessagesStream(reply.model, message_id(reply), reply.prompt_tokens, self._sign)
