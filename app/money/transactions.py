@@ -66,8 +66,9 @@ _AVAILABLE = "SELECT available FROM api_keys WHERE id = :key_id"
 _CHARGE = f"""
 UPDATE api_keys
    SET available = available + :amount - :charged, held = held - :amount, spent = spent + :charged,
-       quota_spent = {_MONTH_SPENT} + :charged, quota_month = :month
- WHERE id = :key_id"""
+       quota_spent = CASE WHEN {_MONTH_SPENT} + :charged > 0 THEN {_MONTH_SPENT} + :charged ELSE 0 END,
+       quota_month = :month
+ WHERE id = :key_id"""  # a late refund in a later month than its charge does not take this month's spend below 0
 _LEDGER = """
 INSERT INTO ledger (key_id, kind, amount, request_id, note, created_at)
 VALUES (:key_id, :kind, :amount, :request_id, :note, :now)"""

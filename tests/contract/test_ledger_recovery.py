@@ -12,7 +12,8 @@ from app.money.leases import Leases
 from app.money.ledger import Ledger
 from app.money.records import Checkpoint, Settlement
 from app.money.rules import Outcome
-from app.tables import holds, usage, usage_daily
+from app.money.transactions import month_of
+from app.tables import api_keys, holds, usage, usage_daily
 from app.tables import ledger as ledger_table
 from tests.contract.ledger_support import USD, draft, reserve, set_columns
 from tests.support.books import Books, MakeLedger
@@ -213,6 +214,20 @@ async def test_a_release_after_recovery_refunds_what_recovery_charged(books: Boo
     [stored] = await books.rows(holds, request_id=hold.request_id)
     assert stored.status == "released"
     assert await ledger.release(hold) is False  # once
+    await books.check()
+
+
+async def test_a_late_refund_in_a_later_month_leaves_that_months_quota_spend_at_zero(
+    books: Books, ledger: Ledger, db: Database
+) -> None:
+    key = await books.new_key("10", monthly_quota_usd="5")
+    hold = await reserve(ledger, key, USD, estimate=USD // 10)
+    await lapse(ledger, hold.request_id, sent=True, output_tokens=0)
+    await recover(ledger, books)  # charged in the month that ends
+    await set_columns(db, api_keys, api_keys.c.id == key, quota_month="2000-01")  # the month turned meanwhile
+    assert await ledger.release(hold) is True  # refunded in the new one
+    row = await books.key(key)
+    assert (row.quota_month, row.quota_spent, row.spent) == (month_of(datetime.now(UTC)), 0, 0)
     await books.check()
 
 
