@@ -71,6 +71,31 @@ async def check_ip(
         )
 
 
+async def refuse_while_guessing(
+    limiter: Limiter, limits: LimitsSettings, client_ip: str, *, rejected: Rejected = _uncounted
+) -> None:
+    """For a secret checked outside the billed flow (the master key, the metrics token): a 429 while
+    failed guesses (``count_failed_guess``) have taken this address past its per-IP limit -- whatever
+    the secret given, so a locked-out guesser learns nothing. Requests with the right secret cost nothing.
+    """
+    window = limits.per_ip
+    bucket = ip_bucket(client_ip, limits.ipv6_prefix_length)
+    decision = await limiter.hit(bucket, limit=window.requests, window_seconds=window.window_seconds, cost=0)
+    if not decision.allowed:
+        rejected("ip")
+        raise RateLimited(
+            "Too many failed attempts from this address; slow down.",
+            headers=ratelimit_headers(decision),
+            fallback_suggestion=f"retry after {max(1, round(decision.retry_after))} seconds",
+        )
+
+
+async def count_failed_guess(limiter: Limiter, limits: LimitsSettings, client_ip: str) -> None:
+    """One wrong secret from ``client_ip``, counted in its per-IP window (see ``refuse_while_guessing``)."""
+    bucket = ip_bucket(client_ip, limits.ipv6_prefix_length)
+    await limiter.add(bucket, window_seconds=limits.per_ip.window_seconds, cost=1)
+
+
 async def limit_key(
     limiter: Limiter,
     key: KeyRecord,

@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from app.errors import AuthenticationFailed
 from app.inbound import Inbound
 from app.keys import hmac_equal
-from app.limits.checks import check_ip
+from app.limits.checks import count_failed_guess, refuse_while_guessing
 from app.services import Services
 
 
@@ -33,13 +33,13 @@ InboundDep = Annotated[Inbound, Depends(get_inbound)]
 
 
 async def require_admin(services: ServicesDep, inbound: InboundDep) -> None:
-    """The master key, after the per-IP limit (so that guesses are limited, as at every other sign-in)."""
-    await check_ip(
-        services.limiter, services.settings.limits, inbound.client_ip, rejected=services.metrics.limit_rejected
-    )
+    """The master key; wrong guesses count against the address's per-IP limit (as at every sign-in)."""
+    limits, limiter = services.settings.limits, services.limiter
+    await refuse_while_guessing(limiter, limits, inbound.client_ip, rejected=services.metrics.limit_rejected)
     token = inbound.api_key or ""
     master = services.settings.admin.master_key.get_secret_value()
     if not master or not hmac_equal(token, master):
+        await count_failed_guess(limiter, limits, inbound.client_ip)
         raise AuthenticationFailed("Admin endpoints need 'Authorization: Bearer <master key>'.")
 
 

@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.errors import NotFound
-from app.limits.checks import check_ip
+from app.errors import AuthenticationFailed, NotFound
+from app.limits.checks import count_failed_guess, refuse_while_guessing
 from app.metrics.exposition import CONTENT_TYPE, ScrapeAccess, exposition
 from app.routes.deps import InboundDep, ServicesDep
 
@@ -20,10 +20,14 @@ async def metrics(inbound: InboundDep, services: ServicesDep) -> Response:
     settings = services.settings.metrics
     if not settings.enabled:
         raise NotFound("No route for GET /metrics.")
-    limits = services.settings.limits
-    await check_ip(services.limiter, limits, inbound.client_ip, rejected=services.metrics.limit_rejected)  # guesses
+    limits, limiter = services.settings.limits, services.limiter
+    await refuse_while_guessing(limiter, limits, inbound.client_ip, rejected=services.metrics.limit_rejected)
     token = settings.token.get_secret_value() if settings.token is not None else None
-    ScrapeAccess(token, settings.allow).check(inbound.api_key, inbound.client_ip)
+    try:
+        ScrapeAccess(token, settings.allow).check(inbound.api_key, inbound.client_ip)
+    except AuthenticationFailed:
+        await count_failed_guess(limiter, limits, inbound.client_ip)  # a wrong token is a guess
+        raise
     # several workers: reading their files is disk I/O, kept off the event loop
     body = await asyncio.to_thread(exposition, services.metrics)
     return Response(body, media_type=CONTENT_TYPE)

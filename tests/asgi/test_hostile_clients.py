@@ -74,14 +74,18 @@ async def test_ipv6_clients_share_one_limit_per_64_and_ipv4_clients_are_limited_
         assert [await status("10.0.0.1"), await status("10.0.0.1"), await status("10.0.0.2")] == [401, 401, 401]
 
 
-async def test_guesses_at_the_master_key_and_the_metrics_token_count_against_the_per_ip_limit(
+async def test_wrong_guesses_at_the_master_key_and_the_metrics_token_count_against_the_per_ip_limit(
     make_harness: MakeHarness,
 ) -> None:
     settings = {"limits": {"per_ip": {"requests": 3, "window_seconds": 60}}, "metrics": {"token": "m" * 32}}
     async with make_harness(settings) as harness:
+        async with harness.client(MASTER_KEY, **{"x-forwarded-for": "10.0.0.9"}) as operator:
+            assert [(await operator.get("/admin/keys")).status_code for _ in range(8)] == [200] * 8  # right: free
         for path, address in (("/admin/keys", "10.0.0.1"), ("/metrics", "10.0.0.2")):
             async with harness.client(**{"x-forwarded-for": address, "authorization": "Bearer " + "g" * 32}) as guesser:
-                assert [(await guesser.get(path)).status_code for _ in range(5)] == [401, 401, 401, 429, 429]
+                assert [(await guesser.get(path)).status_code for _ in range(6)] == [401] * 4 + [429] * 2
+        async with harness.client(MASTER_KEY, **{"x-forwarded-for": "10.0.0.1"}) as locked:
+            assert (await locked.get("/admin/keys")).status_code == 429  # even the right key: no oracle
         async with harness.client(MASTER_KEY, **{"x-forwarded-for": "10.0.0.3"}) as operator:  # another address
             assert (await operator.get("/admin/keys")).status_code == 200
 

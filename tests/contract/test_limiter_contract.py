@@ -55,6 +55,17 @@ async def test_denied_hits_do_not_consume(limiter: Limiter) -> None:
     assert (await limiter.hit("k", limit=5, window_seconds=HOUR, cost=2)).allowed
 
 
+async def test_a_hit_of_cost_0_looks_without_counting_and_is_refused_only_past_the_limit(limiter: Limiter) -> None:
+    for _ in range(5):
+        assert (await limiter.hit("ip:10.0.0.1", limit=2, window_seconds=HOUR, cost=0)).allowed
+    await limiter.add("ip:10.0.0.1", window_seconds=HOUR, cost=2)  # at the limit: still allowed to look
+    assert (await limiter.hit("ip:10.0.0.1", limit=2, window_seconds=HOUR, cost=0)).allowed
+    await limiter.add("ip:10.0.0.1", window_seconds=HOUR, cost=1)  # past it (failed guesses are added)
+    refused = await limiter.hit("ip:10.0.0.1", limit=2, window_seconds=HOUR, cost=0)
+    assert not refused.allowed
+    assert refused.retry_after > 0
+
+
 async def test_cost_counts_as_several_units_and_above_the_limit_never_fits(limiter: Limiter) -> None:
     first = await limiter.hit("tokens", limit=1000, window_seconds=HOUR, cost=700)
     assert (first.allowed, first.remaining) == (True, 300)
