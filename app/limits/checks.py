@@ -57,15 +57,21 @@ def ip_bucket(client_ip: str, ipv6_prefix_length: int = 64) -> str:
 
 
 async def check_ip(
-    limiter: Limiter, limits: LimitsSettings, client_ip: str, *, rejected: Rejected = _uncounted
+    limiter: Limiter,
+    limits: LimitsSettings,
+    client_ip: str,
+    *,
+    rejected: Rejected = _uncounted,
+    cost: int = 1,
+    refusal: str = "Too many requests from this address; slow down.",
 ) -> None:
     window = limits.per_ip
     bucket = ip_bucket(client_ip, limits.ipv6_prefix_length)
-    decision = await limiter.hit(bucket, limit=window.requests, window_seconds=window.window_seconds)
+    decision = await limiter.hit(bucket, limit=window.requests, window_seconds=window.window_seconds, cost=cost)
     if not decision.allowed:
         rejected("ip")
         raise RateLimited(
-            "Too many requests from this address; slow down.",
+            refusal,
             headers=ratelimit_headers(decision),
             fallback_suggestion=f"retry after {max(1, round(decision.retry_after))} seconds",
         )
@@ -78,16 +84,8 @@ async def refuse_while_guessing(
     failed guesses (``count_failed_guess``) have taken this address past its per-IP limit -- whatever
     the secret given, so a locked-out guesser learns nothing. Requests with the right secret cost nothing.
     """
-    window = limits.per_ip
-    bucket = ip_bucket(client_ip, limits.ipv6_prefix_length)
-    decision = await limiter.hit(bucket, limit=window.requests, window_seconds=window.window_seconds, cost=0)
-    if not decision.allowed:
-        rejected("ip")
-        raise RateLimited(
-            "Too many failed attempts from this address; slow down.",
-            headers=ratelimit_headers(decision),
-            fallback_suggestion=f"retry after {max(1, round(decision.retry_after))} seconds",
-        )
+    refusal = "Too many failed attempts from this address; slow down."
+    await check_ip(limiter, limits, client_ip, rejected=rejected, cost=0, refusal=refusal)
 
 
 async def count_failed_guess(limiter: Limiter, limits: LimitsSettings, client_ip: str) -> None:
