@@ -228,6 +228,13 @@ async def whole_answer(
     outcome.usage = TokenUsage.from_openai(answer.get("usage"))
     outcome.output_tokens = answer_output_tokens(answer["choices"])
     outcome.complete = True
+    if outcome.usage is None:  # the upstream gave none: a translated answer shows the estimate it is billed
+        prompt, completion = admission.quote.prompt_tokens, outcome.output_tokens
+        answer["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
     body = dialect.render(answer, raw, reply_for(admission, request))
     if (finish := dialect_finish(dialect, request, admission)) is not None:
         await finish()  # e.g. stored before the client can chain to it

@@ -413,3 +413,22 @@ async def test_half_an_emoji_from_a_python_upstream_reaches_the_client(
     [row] = await harness.usage(key_id)
     assert row["status"] == "ok"
     assert await harness.ledger_balanced()
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+async def test_a_translated_answer_without_upstream_usage_shows_the_estimate_it_is_billed(
+    harness: Harness, path: str
+) -> None:
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"content": "four words of answer", "usage": "omit"})
+    body = {"model": MODEL, "max_tokens": 50}
+    body |= {"input": "hi"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "hi"}]}
+    async with harness.client(key) as client:
+        response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    usage = response.json()["usage"]
+    [row] = await harness.usage(key_id)
+    assert row["estimated"] is True
+    assert row["prompt_tokens"] > 0
+    assert row["completion_tokens"] > 0
+    assert (usage["input_tokens"], usage["output_tokens"]) == (row["prompt_tokens"], row["completion_tokens"])
