@@ -7,10 +7,13 @@ Rules:
 - A key sees only its own: every read and delete is by (id, key_id); another key's id is "not found".
 - Retention: records older than ``responses.retention_days`` are invisible at once and deleted by
   ``purge`` (the services' background maintenance).
+- An id this gateway could not have issued (``ISSUED``) is "not found" without a query: a client's
+  NUL byte or a megabyte of id never reaches the database (Postgres refuses NUL in text: a 500).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,8 @@ from app.db import Database
 from app.dialects.responses.seal import Sealer
 from app.money.ledger import utcnow
 from app.tables import stored_responses
+
+ISSUED = re.compile(r"resp_[0-9A-Za-z]{1,64}")  # ``resp_`` + the request id's hex
 
 
 class ResponseStore:
@@ -42,6 +47,8 @@ class ResponseStore:
             )
 
     async def get(self, response_id: str, key_id: str) -> dict[str, Any] | None:
+        if not ISSUED.fullmatch(response_id):
+            return None
         query = select(stored_responses.c.sealed).where(
             stored_responses.c.id == response_id,
             stored_responses.c.key_id == key_id,
@@ -58,6 +65,8 @@ class ResponseStore:
         return record
 
     async def delete(self, response_id: str, key_id: str) -> bool:
+        if not ISSUED.fullmatch(response_id):
+            return False
         async with self._db.write() as conn:
             result = await conn.execute(
                 delete(stored_responses).where(

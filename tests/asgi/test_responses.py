@@ -248,3 +248,15 @@ async def test_a_store_that_fails_after_settling_does_not_fail_the_answer(
     assert response.json()["status"] == "completed"
     assert len(await harness.usage(key_id)) == 1
     assert "could not finish" in caplog.text
+
+
+async def test_an_id_this_gateway_never_issues_is_not_found_without_reaching_the_database(harness: Harness) -> None:
+    _, key = await harness.create_key("10")
+    async with harness.client(key) as client:
+        for odd in ("resp_%00", "resp_a%0Ab", "resp_" + "a" * 65, "resp_%C3%A9"):
+            assert (await client.get(f"/v1/responses/{odd}")).status_code == 404
+            assert (await client.delete(f"/v1/responses/{odd}")).status_code == 404
+    chained = await post(harness, key, {"input": "hi", "previous_response_id": "resp_\u0000"})
+    assert chained.status_code == 400
+    assert chained.json()["error"]["param"] == "previous_response_id"
+    assert harness.upstream.requests == []
