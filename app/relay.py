@@ -244,7 +244,10 @@ class Relay:
                 if self._finish_reason is None and self.outcome.usage is None:
                     return self._fail(UpstreamError("The upstream stream ended before the answer was complete."))
                 self.outcome.complete = True
-                return self._writer.done()
+                tail = self._writer.done()
+                if getattr(self._writer, "failed", False):  # the dialect could not make a whole answer of it
+                    self.outcome.status, self.outcome.complete = "upstream_error", False
+                return tail
             if isinstance(item, GatewayError):
                 self._ended = True
                 return self._fail(item)

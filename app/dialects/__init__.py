@@ -60,7 +60,10 @@ class StreamWriter(Protocol):
 
     A writer may also have ``flush() -> bytes``: what it held back from ``chunk`` to join with the
     events that follow (Responses merges the text pieces of a burst into one delta event). The relay
-    calls it at the end of every write, so nothing is held while it waits for the upstream.
+    calls it at the end of every write, so nothing is held while it waits for the upstream. And
+    ``failed``: true once ``done`` had to end the stream with the dialect's failure event (the
+    upstream's stream made no whole answer of its kind: a tool call without a name, interleaved
+    arguments, no finish); the request is then billed and recorded as the upstream's error it was.
     """
 
     def start(self) -> bytes: ...

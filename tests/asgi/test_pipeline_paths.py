@@ -432,3 +432,21 @@ async def test_a_translated_answer_without_upstream_usage_shows_the_estimate_it_
     assert row["prompt_tokens"] > 0
     assert row["completion_tokens"] > 0
     assert (usage["input_tokens"], usage["output_tokens"]) == (row["prompt_tokens"], row["completion_tokens"])
+
+
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/responses"])
+async def test_a_stream_the_dialect_must_end_failed_is_recorded_as_the_upstreams_error_not_a_whole_answer(
+    harness: Harness, path: str
+) -> None:
+    key_id, key = await harness.create_key()
+    harness.upstream.enqueue({"content_chunks": ["some ", "text"], "finish_reason": ""})  # usage, but no finish
+    body = {"model": MODEL, "stream": True, "max_tokens": 50}
+    body |= {"input": "hi"} if path == "/v1/responses" else {"messages": [{"role": "user", "content": "hi"}]}
+    async with harness.client(key) as client:
+        response = await client.post(path, json=body)
+    assert response.status_code == 200
+    assert ("response.failed" if path == "/v1/responses" else "event: error") in response.text
+    [row] = await harness.usage(key_id)
+    assert (row["status"], row["partial"]) == ("upstream_error", True)
+    assert row["completion_tokens"] > 0  # the upstream's usage arrived: the operator was billed for it
+    assert await harness.ledger_balanced()

@@ -89,6 +89,11 @@ class MessageStreamTranslator:
     def output_chars(self) -> int:
         return self._chars
 
+    @property
+    def failed(self) -> bool:
+        """Whether the stream ended (or is to end) in the failure event instead of a whole answer."""
+        return self._broken is not None
+
     def start(self) -> bytes:
         message: dict[str, Any] = {
             "id": self.message_id,

@@ -138,6 +138,11 @@ class ResponseStreamTranslator:
         self._seq = seq + 1
         return b'%b%d,"response":%b}\n\n' % (head, seq, response)
 
+    @property
+    def failed(self) -> bool:
+        """Whether the stream ended (or is to end) in the failure event instead of a whole answer."""
+        return self._broken is not None
+
     def start(self) -> bytes:
         response = fill_response(self._template, "in_progress")
         seq = self._seq
