@@ -9,6 +9,7 @@ Function tool names follow chat's rule (``^[a-zA-Z0-9_-]{1,64}$``), ``parameters
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ class Tools:
     chat: list[dict[str, Any]] = field(default_factory=list)
     names: dict[str, tuple[str, str]] = field(default_factory=dict)  # flat name -> (namespace, name)
     dropped: list[str] = field(default_factory=list)  # types of tools the upstream cannot run
+    taken: set[str] = field(default_factory=set)  # every name sent upstream
 
     def drop(self, kind: str) -> None:
         """Name a left-out tool type once, as ``tool_label`` writes it (it goes into a header)."""
@@ -34,7 +36,14 @@ class Tools:
 
 
 def flat_name(namespace: str, name: str) -> str:
-    return _UNSAFE_NAME.sub("_", f"{namespace}__{name}")[:64]
+    """``<namespace>__<name>`` as chat allows a name; one that had to be changed for that (characters
+    replaced, cut at 64) ends in a hash of the original, so two tools never share a flattened name."""
+    joined = f"{namespace}__{name}"
+    safe = _UNSAFE_NAME.sub("_", joined)
+    if safe == joined and len(safe) <= 64:
+        return safe
+    digest = hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe[:55]}_{digest}"
 
 
 def convert_tools(raw: Any) -> Tools:
@@ -72,9 +81,11 @@ def _function_tool(tool: dict[str, Any], param: str, namespace: str | None, tool
         raise invalid(f"{param}.name", "must be a non-empty string")
     if namespace is None and not TOOL_NAME.match(name):
         raise invalid(f"{param}.name", "must match ^[a-zA-Z0-9_-]{1,64}$")
-    function: dict[str, Any] = {"name": name}
+    function: dict[str, Any] = {"name": name if namespace is None else flat_name(namespace, name)}
+    if function["name"] in tools.taken:
+        raise invalid(f"{param}.name", "names a tool twice (the model could not tell them apart)")
+    tools.taken.add(function["name"])
     if namespace is not None:
-        function["name"] = flat_name(namespace, name)
         tools.names[function["name"]] = (namespace, name)
     if isinstance(tool.get("description"), str):
         function["description"] = tool["description"]

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.chat_request import ChatRequest
+from app.chat_request import TOOL_NAME, ChatRequest
 from app.dialects.responses.dialect import OpenAIResponses
 from app.dialects.responses.request import parse_responses
 from app.dialects.responses.seal import Sealer
@@ -219,3 +219,42 @@ def test_reasoning_effort_is_mapped_into_the_upstreams_range() -> None:
     assert chat(input="x", reasoning={"effort": "none"})["reasoning_effort"] == "minimal"
     assert chat(input="x", reasoning={"effort": "xhigh"})["reasoning_effort"] == "high"
     assert "reasoning_effort" not in chat(input="x", reasoning={"summary": "auto"})
+
+
+def test_namespace_tools_whose_flattened_names_would_collide_keep_names_of_their_own() -> None:
+    long = "list_repository_collaborators_for_"
+    tools = [
+        {
+            "type": "namespace",
+            "name": "mcp__enterprise_github_server",
+            "tools": [
+                {"type": "function", "name": long + "organization"},
+                {"type": "function", "name": long + "user_account"},
+            ],
+        },
+        {"type": "namespace", "name": "my.srv", "tools": [{"type": "function", "name": "run"}]},
+        {"type": "namespace", "name": "my_srv", "tools": [{"type": "function", "name": "run"}]},
+    ]
+    request = parse(input="x", tools=tools)
+    names = [tool["function"]["name"] for tool in request.body["tools"]]
+    assert len(set(names)) == 4
+    assert all(len(name) <= 64 and TOOL_NAME.match(name) for name in names)
+    assert names[3] == "my_srv__run"  # a name that needed no change keeps it
+    assert [request.context.names[name] for name in names] == [
+        ("mcp__enterprise_github_server", long + "organization"),
+        ("mcp__enterprise_github_server", long + "user_account"),
+        ("my.srv", "run"),
+        ("my_srv", "run"),
+    ]
+
+
+def test_a_tool_named_twice_is_refused_naming_the_second() -> None:
+    twice = [{"type": "function", "name": "run"}, {"type": "function", "name": "run"}]
+    clash = [
+        {"type": "function", "name": "ns__run"},
+        {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "run"}]},
+    ]
+    for tools, param in ((twice, "tools.1.name"), (clash, "tools.1.tools.0.name")):
+        with pytest.raises(InvalidRequest) as caught:
+            parse(input="x", tools=tools)
+        assert caught.value.param == param
