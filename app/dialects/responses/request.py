@@ -24,7 +24,7 @@ from app.dialects import DROPPED_TOOLS_HEADER
 from app.dialects.responses.errors import invalid
 from app.dialects.responses.items import input_messages
 from app.dialects.responses.response import Context, echo_members
-from app.dialects.responses.tools import Tools, convert_tools, tool_choice
+from app.dialects.responses.tools import Tools, allowed, convert_tools, tool_choice
 
 ENCRYPTED_REASONING = "reasoning.encrypted_content"
 
@@ -52,7 +52,7 @@ def parse_responses(body: dict[str, Any], open_reasoning: Callable[[str], str | 
     forward["messages"] = messages
     tools = fields.tools
     if tools is not None and tools.chat:
-        forward["tools"] = tools.chat
+        forward["tools"] = allowed(fields.tool_choice, tools.chat)
     if fields.tool_choice is not None:
         forward["tool_choice"] = tool_choice(fields.tool_choice)
     if fields.store:  # the conversation so far, for the store only

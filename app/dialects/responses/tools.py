@@ -5,6 +5,8 @@
 dropped, named in ``Tools.dropped``. A request whose only tools are such, or whose ``tool_choice`` forces
 one, is a 400 naming it. A type is named as ``app.dialects.tool_label`` writes it (a header carries it).
 Function tool names follow chat's rule (``^[a-zA-Z0-9_-]{1,64}$``), ``parameters`` is an object.
+``tool_choice: {"type": "allowed_tools", "mode", "tools"}`` sends only the listed tools, with ``mode``
+as chat's ``tool_choice``.
 """
 
 from __future__ import annotations
@@ -112,6 +114,31 @@ def tool_choice(raw: Any) -> Any:
         if isinstance(raw.get("namespace"), str):
             name = flat_name(raw["namespace"], name)
         return {"type": "function", "function": {"name": name}}
-    if kind in ("allowed_tools", "auto"):
+    if kind == "allowed_tools":
+        mode = raw.get("mode", "auto")
+        if mode not in ("auto", "required"):
+            raise invalid("tool_choice.mode", "must be 'auto' or 'required'")
+        return mode
+    if kind == "auto":
         return "auto"
     raise invalid("tool_choice", f"forces a {tool_label(kind)} tool, which the upstream cannot run")
+
+
+def allowed(raw: Any, chat_tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tools sent upstream: with ``tool_choice: {"type": "allowed_tools", "tools": [...]}`` only the
+    function tools it lists (the model may call no other), else all of them."""
+    if not isinstance(raw, dict) or raw.get("type") != "allowed_tools":
+        return chat_tools
+    listed = raw.get("tools")
+    if not isinstance(listed, list):
+        raise invalid("tool_choice.tools", "must be an array of tools")
+    names = set()
+    for entry in listed:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and name:
+            namespace = entry.get("namespace")
+            names.add(flat_name(namespace, name) if isinstance(namespace, str) else name)
+    kept = [tool for tool in chat_tools if tool["function"]["name"] in names]
+    if not kept:
+        raise invalid("tool_choice.tools", "allows none of the request's function tools")
+    return kept

@@ -258,3 +258,25 @@ def test_a_tool_named_twice_is_refused_naming_the_second() -> None:
         with pytest.raises(InvalidRequest) as caught:
             parse(input="x", tools=tools)
         assert caught.value.param == param
+
+
+def test_allowed_tools_sends_only_the_listed_tools_with_its_mode() -> None:
+    tools = [
+        {"type": "function", "name": "a"},
+        {"type": "function", "name": "b"},
+        {"type": "namespace", "name": "ns", "tools": [{"type": "function", "name": "c"}]},
+    ]
+    listed = [{"type": "function", "name": "a"}, {"type": "function", "name": "c", "namespace": "ns"}]
+    request = parse(input="x", tools=tools, tool_choice={"type": "allowed_tools", "mode": "required", "tools": listed})
+    assert [tool["function"]["name"] for tool in request.body["tools"]] == ["a", "ns__c"]
+    assert request.body["tool_choice"] == "required"
+    default = parse(input="x", tools=tools, tool_choice={"type": "allowed_tools", "tools": listed[:1]})
+    assert (default.body["tool_choice"], len(default.body["tools"])) == ("auto", 1)
+    for choice, param in (
+        ({"type": "allowed_tools", "tools": [{"type": "function", "name": "zz"}]}, "tool_choice.tools"),
+        ({"type": "allowed_tools", "tools": "a"}, "tool_choice.tools"),
+        ({"type": "allowed_tools", "mode": "none", "tools": listed}, "tool_choice.mode"),
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            parse(input="x", tools=tools, tool_choice=choice)
+        assert caught.value.param == param
