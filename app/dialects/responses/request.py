@@ -6,7 +6,9 @@ Rules (docs/protocol.md 6.1, 6.4): ``instructions`` becomes the first ``system``
 ``app.chat_request``), ``max_output_tokens`` -> the request's output limit, ``text.format`` ->
 ``response_format``; ``temperature``, ``top_p``, ``parallel_tool_calls``, ``user`` pass under chat's own
 rules (``app.chat_request.FIELDS``); ``metadata`` is only echoed; ``stream``, ``store`` and ``include``
-are the request's own. A ``null`` field counts as absent, unknown fields are ignored. Every failure is
+are the request's own. A ``null`` field counts as absent, unknown fields are ignored; ``conversation``
+and ``prompt`` (state kept at OpenAI, which an answer without it would silently differ from) are a 400.
+Every failure is
 an ``InvalidRequest`` whose ``param`` names the field; messages never repeat client content.
 
 The body is checked in one walk over its fields (``_READERS``), not field by field: this runs on every
@@ -157,6 +159,16 @@ def _metadata(fields: _Fields, value: Any) -> None:
         raise invalid("metadata", "must be an object")  # only echoed
 
 
+def _unsupported(name: str, instead: str) -> Callable[[_Fields, Any], None]:
+    """A field whose state lives at OpenAI (a stored prompt, a conversation): refused, not ignored --
+    answering without it would be a different answer."""
+
+    def read(fields: _Fields, value: Any) -> None:
+        raise invalid(name, f"is not supported by this gateway; {instead}")
+
+    return read
+
+
 def _include(fields: _Fields, value: Any) -> None:
     if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
         raise invalid("include", "must be an array of strings")
@@ -178,13 +190,17 @@ _READERS: dict[str, Callable[[_Fields, Any], None]] = {
     "text": _text,
     "metadata": _metadata,
     "include": _include,
+    "conversation": _unsupported("conversation", "chain turns with previous_response_id"),
+    "prompt": _unsupported("prompt", "send the prompt's text as instructions and input"),
 }
 
 
 def text_format(raw: Any) -> dict[str, Any] | None:
     if raw is None:
         return None
-    fmt = raw.get("format") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise invalid("text", "must be an object")
+    fmt = raw.get("format")
     if fmt is None:
         return None
     kind = fmt.get("type") if isinstance(fmt, dict) else None

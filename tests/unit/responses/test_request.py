@@ -280,3 +280,11 @@ def test_allowed_tools_sends_only_the_listed_tools_with_its_mode() -> None:
         with pytest.raises(InvalidRequest) as caught:
             parse(input="x", tools=tools, tool_choice=choice)
         assert caught.value.param == param
+
+
+def test_state_kept_at_openai_and_a_text_that_is_no_object_are_refused_not_ignored() -> None:
+    for field, value in (("conversation", "conv_1"), ("prompt", {"id": "pmpt_1"}), ("text", "plain")):
+        with pytest.raises(InvalidRequest) as caught:
+            parse(input="x", **{field: value})
+        assert caught.value.param == field
+    assert parse(input="x", conversation=None, prompt=None).body["messages"] == [{"role": "user", "content": "x"}]
