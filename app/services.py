@@ -66,9 +66,10 @@ class Lifecycle:
             self.idle.set()
 
 
-def build_limiter(settings: Settings) -> tuple[Limiter, Redis | None]:
+def build_limiter(settings: Settings, owner: str) -> tuple[Limiter, Redis | None]:
     """In-memory limits for one process; with ``redis.url``, limits shared by every worker and host,
-    falling back to local counting while Redis is unreachable (money never depends on Redis)."""
+    falling back to local counting while Redis is unreachable (money never depends on Redis). Shared
+    concurrency slots are leased to ``owner`` for ``billing.hold_ttl_seconds``, like its holds."""
     limits = settings.limits
     local = MemoryLimiter(
         ip_windows=limits.max_ip_buckets, key_windows=limits.max_key_buckets, slot_buckets=limits.max_slot_buckets
@@ -76,7 +77,9 @@ def build_limiter(settings: Settings) -> tuple[Limiter, Redis | None]:
     if settings.redis.url is None:
         return local, None
     client = connect(settings.redis.url.get_secret_value())
-    shared = RedisLimiter(client, prefix=settings.redis.prefix)
+    shared = RedisLimiter(
+        client, prefix=settings.redis.prefix, owner=owner, lease_seconds=settings.billing.hold_ttl_seconds
+    )
     return FallbackLimiter(shared, local, max_buckets=limits.max_slot_buckets), client
 
 
@@ -127,7 +130,7 @@ class Services:
         db = Database(settings.database.url, echo=settings.database.echo)
         metrics = Metrics()
         upstreams = {u.name: Upstream(u, transport(u) if transport else None) for u in settings.upstreams}
-        limiter, redis = build_limiter(settings)
+        limiter, redis = build_limiter(settings, instance_id)
         stored_responses = build_response_store(settings, db)
         ledger = Ledger(
             db,
@@ -169,6 +172,7 @@ class Services:
             await asyncio.sleep(billing.checkpoint_interval_seconds)
             try:
                 await self.leases.tick(utcnow())
+                await self.limiter.renew_slots()  # a shared backend's concurrency slots, leased like holds
                 if time.monotonic() >= next_recovery:
                     next_recovery = time.monotonic() + billing.recovery_interval_seconds
                     await self.ledger.recover(charged=self.alerts.notice)

@@ -126,6 +126,13 @@ class FallbackLimiter:
         except self._errors as exc:
             self._failed(exc)
 
+    async def renew_slots(self) -> None:
+        """The shared backend's slots held here (the fallback's live with this process)."""
+        try:
+            await self._primary.renew_slots()
+        except self._errors as exc:
+            self._failed(exc)
+
     async def _call(self, op: Callable[[Limiter], Awaitable[T]]) -> tuple[T, bool]:
         """Run `op` on the primary when it is usable, else on the fallback; say which answered."""
         down_until = self._down_until

@@ -37,6 +37,10 @@ class Limiter(Protocol):
 
     async def release(self, bucket: str) -> None: ...
 
+    async def renew_slots(self) -> None:
+        """Keep this process's live concurrency slots from lapsing (a shared backend leases them)."""
+        ...
+
 
 def ratelimit_headers(decision: Decision) -> dict[str, str]:
     """`retry-after` (only when denied) and `x-ratelimit-*` headers, in whole seconds rounded up."""

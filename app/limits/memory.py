@@ -195,6 +195,10 @@ class MemoryLimiter:
         heapq.heappush(slots, now + ttl_seconds)
         return True
 
+    async def renew_slots(self) -> None:
+        """Nothing to renew: these slots live and die with this process, their TTL covers a request."""
+        return None
+
     async def release(self, bucket: str) -> None:
         self._not_a_window(bucket)
         slots = self._slots.get(bucket)

@@ -5,7 +5,8 @@ Rules owned here:
 - Each operation is ONE Lua script, so reading and updating a bucket is atomic across all clients, and
   time is Redis's `TIME` inside the script: workers with skewed clocks still agree on the window.
 - Semantics are those of `MemoryLimiter` (sliding-window counter, denied hits record nothing, refunds
-  from the current window first, slots released earliest-expiry first). The script decides and returns
+  from the current window first, slots released earliest-expiry first -- here among the releasing
+  process's own, see `RedisLimiter`). The script decides and returns
   the bucket's state; `retry_after`, `reset_after` and `remaining` are then computed from that state by
   the memory backend's own formulas, so both backends always give the same answers.
 - A rate bucket is one hash `{w: window, i: window index, c: current, p: previous}` whose TTL is two
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,13 +136,39 @@ return 1
 """
 )
 
-# Frees the slot expiring first (see memory: the live holders keep the later expiries), then prunes.
+# ARGV[1] = the owner's member prefix. Frees the owner's slot expiring first, then prunes.
 _LUA_RELEASE = (
     _LUA_SLOTS
     + """
-redis.call('ZPOPMIN', key)
+for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  if string.sub(member, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('ZREM', key, member)
+    break
+  end
+end
 redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now))
 return 1
+"""
+)
+
+# ARGV[1] = the owner's member prefix, ARGV[2] = lease in microseconds. Extends every live slot of the
+# owner to now + lease; returns how many there were.
+_LUA_RENEW = (
+    _LUA_SLOTS
+    + """
+redis.call('ZREMRANGEBYSCORE', key, '-inf', num(now))
+local found = 0
+for _, member in ipairs(redis.call('ZRANGE', key, 0, -1)) do
+  if string.sub(member, 1, #ARGV[1]) == ARGV[1] then
+    redis.call('ZADD', key, 'XX', num(now + tonumber(ARGV[2])), member)
+    found = found + 1
+  end
+end
+if found > 0 then
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  redis.call('PEXPIREAT', key, num(math.ceil(tonumber(last[2]) / 1000)))
+end
+return found
 """
 )
 
@@ -171,17 +199,33 @@ def _as_str(value: Any) -> str:
 
 
 class RedisLimiter:
-    """`Limiter` backed by Redis; every instance given the same Redis and prefix shares the counts."""
+    """`Limiter` backed by Redis; every instance given the same Redis and prefix shares the counts.
 
-    __slots__ = ("_acquire", "_add", "_hit", "_prefix", "_release")
+    Concurrency slots are leased like holds (`app.money.leases`): each is named after its `owner` (the
+    process's instance id), lasts at most `lease_seconds` unless its owner renews it (`renew_slots`,
+    from the services' maintenance), and is released by its owner. So the slots of a process that
+    died (`kill -9`, OOM) free themselves within a lease, instead of blocking their key until the
+    request's whole timeout has passed.
+    """
 
-    def __init__(self, client: Redis, *, prefix: str = "sg:") -> None:
+    __slots__ = ("_acquire", "_add", "_hit", "_lease", "_live", "_owner", "_prefix", "_release", "_renew", "_renew_at")
+
+    def __init__(
+        self, client: Redis, *, prefix: str = "sg:", owner: str | None = None, lease_seconds: float | None = None
+    ) -> None:
+        if lease_seconds is not None and not 0 < lease_seconds < math.inf:
+            raise ValueError(f"lease_seconds must be a positive finite number, got {lease_seconds!r}")
         self._prefix = prefix
+        self._owner = f"{owner or secrets.token_hex(6)}:"  # the members of this process's slots start so
+        self._lease = lease_seconds
+        self._live: dict[str, int] = {}  # bucket -> slots this process holds there
+        self._renew_at = 0.0
         # register_script only hashes the source; Redis loads it on first use (and again after a flush).
         self._hit = client.register_script(_LUA_HIT)
         self._add = client.register_script(_LUA_ADD)
         self._acquire = client.register_script(_LUA_ACQUIRE)
         self._release = client.register_script(_LUA_RELEASE)
+        self._renew = client.register_script(_LUA_RENEW)
 
     def key(self, bucket: str) -> str:
         """The Redis key holding `bucket`."""
@@ -217,17 +261,37 @@ class RedisLimiter:
     async def acquire(self, bucket: str, *, limit: int, ttl_seconds: float) -> bool:
         if not ttl_seconds > 0 or math.isinf(ttl_seconds):
             raise ValueError(f"ttl_seconds must be a positive finite number, got {ttl_seconds!r}")
+        if self._lease is not None:
+            ttl_seconds = min(ttl_seconds, self._lease)  # renewed while the request runs
         ttl_us = max(1, math.ceil(ttl_seconds * 1_000_000))
         # Slot ids only need to be unique within one bucket's live slots.
-        reply = await self._acquire(keys=[self.key(bucket)], args=[limit, ttl_us, secrets.token_hex(12)])
+        member = self._owner + secrets.token_hex(12)
+        reply = await self._acquire(keys=[self.key(bucket)], args=[limit, ttl_us, member])
         if reply == _WRONG_KIND:
             raise ValueError(f"bucket {bucket!r} is a rate window, not a concurrency bucket")
+        if reply == 1:
+            self._live[bucket] = self._live.get(bucket, 0) + 1
         return bool(reply == 1)
 
     async def release(self, bucket: str) -> None:
-        reply = await self._release(keys=[self.key(bucket)])
+        held = self._live.pop(bucket, 0)
+        if held > 1:
+            self._live[bucket] = held - 1
+        reply = await self._release(keys=[self.key(bucket)], args=[self._owner])
         if reply == _WRONG_KIND:
             raise ValueError(f"bucket {bucket!r} is a rate window, not a concurrency bucket")
+
+    async def renew_slots(self) -> None:
+        """Extend this process's live slots by a lease, a third of the way through it (call it often)."""
+        if self._lease is None or not self._live:
+            return
+        now = time.monotonic()
+        if now < self._renew_at:
+            return
+        self._renew_at = now + self._lease / 3
+        lease_us = max(1, math.ceil(self._lease * 1_000_000))
+        for bucket in list(self._live):
+            await self._renew(keys=[self.key(bucket)], args=[self._owner, lease_us])
 
 
 def _first(reply: Any) -> Any:

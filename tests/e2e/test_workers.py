@@ -119,6 +119,9 @@ def test_a_worker_killed_mid_stream_is_replaced_and_its_holds_recovered_exactly_
 
     rows = settled_rows(gateway, key_id, count=len(reads) + 3, timeout=15)
     assert sorted(row["status"] for row in rows).count("recovered") == len(cut), rows
+    slots = f"{gateway.config['redis']['prefix']}conc:{key_id}"  # the key's concurrency slots in Redis
+    with Redis.from_url(backends.redis_url()) as redis:  # the dead worker's lapse with its lease, not the timeout
+        wait_until(lambda: redis.zcard(slots) == 0, timeout=10, interval=0.2)
     assert len({row["request_id"] for row in rows}) == len(rows)
     time.sleep(1.5)  # three more recovery rounds: nothing recovered twice
     assert len(gateway.usage(key_id)) == len(rows)

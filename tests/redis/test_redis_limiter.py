@@ -158,8 +158,10 @@ async def test_two_limiters_on_two_clients_share_counts(redis_client: Redis, oth
     assert not (await second.hit("k", limit=3, window_seconds=HOUR)).allowed
     assert await first.acquire("streams", limit=1, ttl_seconds=60)
     assert not await second.acquire("streams", limit=1, ttl_seconds=60)
-    await second.release("streams")
-    assert await first.acquire("streams", limit=1, ttl_seconds=60)
+    await second.release("streams")  # a process frees only slots it holds
+    assert not await second.acquire("streams", limit=1, ttl_seconds=60)
+    await first.release("streams")
+    assert await second.acquire("streams", limit=1, ttl_seconds=60)
 
 
 async def test_concurrent_hits_admit_exactly_the_limit(redis_client: Redis, other_client: Redis, prefix: str) -> None:
@@ -201,6 +203,10 @@ class Switchable:
     async def release(self, bucket: str) -> None:
         await self._check()
         await self.inner.release(bucket)
+
+    async def renew_slots(self) -> None:
+        await self._check()
+        await self.inner.renew_slots()
 
 
 class Clock:
@@ -300,3 +306,20 @@ async def test_argument_errors_propagate_and_are_no_outage(caplog: pytest.LogCap
         await limiter.hit("k", limit=1, window_seconds=60, cost=-1)
     assert not limiter.degraded
     assert warnings_of(caplog) == []
+
+
+async def test_a_dead_owners_slots_lapse_after_a_lease_while_a_renewing_owners_stay(
+    redis_client: Redis, other_client: Redis, prefix: str
+) -> None:
+    dead = RedisLimiter(redis_client, prefix=prefix, owner="dead", lease_seconds=0.6)
+    alive = RedisLimiter(other_client, prefix=prefix, owner="alive", lease_seconds=0.6)
+    assert await dead.acquire("conc:k", limit=2, ttl_seconds=990)  # the request's timeout: capped by the lease
+    assert await alive.acquire("conc:k", limit=2, ttl_seconds=990)
+    assert not await alive.acquire("conc:k", limit=2, ttl_seconds=990)
+    for _ in range(5):  # 1 s: the live owner renews (its renewals are a third of a lease apart); the dead one cannot
+        await asyncio.sleep(0.2)
+        await alive.renew_slots()
+    assert await alive.acquire("conc:k", limit=2, ttl_seconds=990)  # the dead owner's slot is gone
+    assert not await alive.acquire("conc:k", limit=2, ttl_seconds=990)  # the renewed one is not
+    members: list[bytes] = await redis_client.zrange(alive.key("conc:k"), 0, -1)  # type: ignore[assignment]
+    assert sorted(member.split(b":")[0] for member in members) == [b"alive", b"alive"]
