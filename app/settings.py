@@ -48,7 +48,8 @@ class ServerSettings(_Section):
     heartbeat_seconds: float = Field(default=15.0, gt=0)  # keepalive/ping while the upstream is silent
     body_read_timeout_seconds: float = Field(default=30.0, gt=0)  # a request body slower than this: 408
     client_write_timeout_seconds: float = Field(default=60.0, gt=0)  # a client not reading for this long: cut
-    instance_id: str | None = None
+    # names this process's holds and slots (holds.owner holds 64 characters; workers add a suffix)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=48)
 
 
 class DatabaseSettings(_Section):

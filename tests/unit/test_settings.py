@@ -229,3 +229,9 @@ def test_checkpoints_rarer_than_a_third_of_the_lease_are_refused() -> None:
     with pytest.raises(ValueError, match="at most a third of hold_ttl_seconds"):
         Settings(billing={"hold_ttl_seconds": 2, "checkpoint_interval_seconds": 1})
     assert Settings(billing={"hold_ttl_seconds": 3, "checkpoint_interval_seconds": 1}).billing.hold_ttl_seconds == 3
+
+
+def test_an_instance_id_longer_than_a_hold_owner_may_be_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 48 characters"):
+        Settings(server={"instance_id": "i" * 49})
+    assert Settings(server={"instance_id": "i" * 48}).server.instance_id == "i" * 48
