@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from app import pipeline
 from app.money.records import Refusal
 from app.money.rules import Quote
 from app.relay import Relay
+from app.tables import holds
 from app.upstream import UpstreamReadError, UpstreamReadTimeout, UpstreamResponse
 from tests.support.inprocess import Harness, ScriptedResponse
 
@@ -450,3 +452,38 @@ async def test_a_stream_the_dialect_must_end_failed_is_recorded_as_the_upstreams
     assert (row["status"], row["partial"]) == ("upstream_error", True)
     assert row["completion_tokens"] > 0  # the upstream's usage arrived: the operator was billed for it
     assert await harness.ledger_balanced()
+
+
+async def test_a_request_cancelled_while_its_reservation_is_written_still_gives_the_hold_back(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key_id, key = await harness.create_key()
+    ledger = harness.services.ledger
+    real_reserve = ledger.reserve
+    writing = asyncio.Event()
+    writes: list[asyncio.Task[Any]] = []
+
+    async def slow_reserve(hold: Any) -> Any:  # the write goes on (a locked database), the request waits
+        writes.append(asyncio.create_task(real_reserve(hold)))
+        writing.set()
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(ledger, "reserve", slow_reserve)
+
+    async def send() -> None:
+        async with harness.client(key) as client:
+            await client.post("/v1/chat/completions", json=chat())
+
+    task = asyncio.create_task(send())
+    await asyncio.wait_for(writing.wait(), 5)
+    task.cancel()  # e.g. the shutdown grace ran out
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await writes[0] is None  # the reservation was made after all
+    await ledger.flush()
+    async with harness.services.db.read() as conn:
+        statuses = (await conn.execute(select(holds.c.status).where(holds.c.key_id == key_id))).scalars().all()
+    assert statuses == ["released"]  # given back, never left to lapse into a recovery charge
+    assert harness.services.lifecycle.inflight == 0
+    assert harness.upstream.requests == []
+    await nothing_charged(harness, key_id)
