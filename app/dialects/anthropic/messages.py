@@ -4,14 +4,19 @@ Rules (docs/protocol.md 3.7):
 
 - ``role: "system"`` messages are hoisted: their text is returned separately, the caller prepends it to
   the one leading system message.
-- A user message becomes, in order: one ``{"role": "tool"}`` message per ``tool_result`` block (in block
-  order), then one user message with the remaining text/image parts, only if there are any. Content that
-  was a plain string stays a string, and a lone text block becomes a plain string too.
+- Consecutive messages of one role are one turn, as Anthropic combines them (two assistant messages
+  with one tool call each are one assistant message with both, followed by their tool messages).
+- A user turn becomes, in order: one ``{"role": "tool"}`` message per ``tool_result`` block (in block
+  order), then one user message with the images of those tool results and the remaining text/image
+  parts, only if there are any. Content that was a plain string stays a string, and a lone text block
+  becomes a plain string too.
 - ``tool_result`` content (string or text/image blocks) becomes one string: text blocks joined with
-  ``\\n``, each image replaced by ``[image omitted]``; ``is_error: true`` prefixes ``Error: ``.
+  ``\\n``; each image is named there (``[image 1: attached to the next user message]``) and sent in
+  that user message, as a tool message carries only text (Claude Code's screenshots reach the model);
+  ``is_error: true`` prefixes ``Error: ``.
 - ``document`` blocks: a text source (``source.type`` ``text``, or ``content`` with text blocks) becomes a
-  text part, prefixed by its title; PDF/base64/url/file documents are dropped, as the upstream cannot
-  read them.
+  text part, prefixed by its title; a PDF/base64/url/file document, which the upstream cannot read, is
+  replaced by ``OMITTED_DOCUMENT``, so the model says it cannot see it instead of inventing it.
 - An assistant message becomes ONE assistant message: text blocks concatenated as ``content`` (``null``
   when there are tool calls and no text), ``tool_use`` -> ``tool_calls`` (arguments = compact JSON of
   ``input``), thinking text concatenated as ``reasoning_content`` (Seed models need it back in tool
@@ -32,6 +37,8 @@ from app.dialects.anthropic.errors import AnthropicRequestError
 from app.json import dumps_compact
 
 _USER_ONLY = frozenset({"image", "document", "tool_result"})
+_Block = tuple[dict[str, Any], str]  # a content block and the param naming it (``messages.2.content.0``)
+OMITTED_DOCUMENT = "[A document was attached here that this model cannot read (a PDF or a file); it was left out.]"
 _ASSISTANT_ONLY = frozenset({"tool_use", "thinking", "redacted_thinking"})
 
 
@@ -44,21 +51,32 @@ def convert_messages(raw: Any) -> tuple[list[str], list[dict[str, Any]]]:
     if not isinstance(raw, list) or not raw:
         raise invalid("messages", "must be a non-empty array of message objects")
     system: list[str] = []
-    out: list[dict[str, Any]] = []
+    turns: list[tuple[str, list[_Block]]] = []  # consecutive messages of one role, as one turn
     for i, message in enumerate(raw):
         param = f"messages.{i}"
         if not isinstance(message, dict):
             raise invalid(param, "must be an object with `role` and `content`")
         role = message.get("role")
         content = _content(message.get("content"), f"{param}.content")
-        if role == "user":
-            out.extend(_user(content, param))
-        elif role == "assistant":
-            out.append(_assistant(content, param))
-        elif role == "system":
+        if role == "system":
             system.extend(_system_message(content, param))
-        else:
+            continue
+        if role not in ("user", "assistant"):
             raise invalid(f"{param}.role", "must be one of 'user', 'assistant', 'system'")
+        if isinstance(content, str):
+            blocks = [({"type": "text", "text": content}, f"{param}.content")]
+        else:
+            blocks = [(block, f"{param}.content.{j}") for j, block in enumerate(content)]
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    out: list[dict[str, Any]] = []
+    for role, blocks in turns:
+        if role == "user":
+            out.extend(_user(blocks))
+        else:
+            out.append(_assistant(blocks))
     return system, out
 
 
@@ -80,13 +98,11 @@ def _content(content: Any, param: str) -> str | list[dict[str, Any]]:
     return content
 
 
-def _user(content: str | list[dict[str, Any]], param: str) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"role": "user", "content": content}]
+def _user(blocks: list[_Block]) -> list[dict[str, Any]]:
     tool_messages: list[dict[str, Any]] = []
+    shown: list[dict[str, Any]] = []  # images of tool results: a tool message carries only text
     parts: list[dict[str, Any]] = []
-    for j, block in enumerate(content):
-        where = f"{param}.content.{j}"
+    for block, where in blocks:
         kind = block["type"]
         if kind == "text":
             parts.append({"type": "text", "text": text_block(block, where)})
@@ -94,12 +110,12 @@ def _user(content: str | list[dict[str, Any]], param: str) -> list[dict[str, Any
             parts.append(_image_part(block, where))
         elif kind == "document":
             text = _document_text(block, where)
-            if text is not None:
-                parts.append({"type": "text", "text": text})
+            parts.append({"type": "text", "text": OMITTED_DOCUMENT if text is None else text})
         elif kind == "tool_result":
-            tool_messages.append(_tool_message(block, where))
+            tool_messages.append(_tool_message(block, where, shown))
         elif kind in _ASSISTANT_ONLY:
             raise invalid(f"{where}.type", f"'{kind}' blocks are only allowed in assistant messages")
+    parts = shown + parts
     if len(parts) == 1 and parts[0]["type"] == "text":
         return [*tool_messages, {"role": "user", "content": parts[0]["text"]}]
     if parts:
@@ -110,14 +126,11 @@ def _user(content: str | list[dict[str, Any]], param: str) -> list[dict[str, Any
     return [{"role": "user", "content": ""}]
 
 
-def _assistant(content: str | list[dict[str, Any]], param: str) -> dict[str, Any]:
-    if isinstance(content, str):
-        return {"role": "assistant", "content": content}
+def _assistant(blocks: list[_Block]) -> dict[str, Any]:
     texts: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for j, block in enumerate(content):
-        where = f"{param}.content.{j}"
+    for block, where in blocks:
         kind = block["type"]
         if kind == "text":
             texts.append(text_block(block, where))
@@ -197,7 +210,8 @@ def _document_text(block: dict[str, Any], param: str) -> str | None:
     return f"{title}\n\n{text}" if isinstance(title, str) and title else text
 
 
-def _tool_message(block: dict[str, Any], param: str) -> dict[str, Any]:
+def _tool_message(block: dict[str, Any], param: str, shown: list[dict[str, Any]]) -> dict[str, Any]:
+    """The tool message of a ``tool_result``; its images go to ``shown`` (the user message after it)."""
     tool_use_id = block.get("tool_use_id")
     if not isinstance(tool_use_id, str) or not tool_use_id:
         raise invalid(f"{param}.tool_use_id", "must be a non-empty string")
@@ -216,11 +230,11 @@ def _tool_message(block: dict[str, Any], param: str) -> dict[str, Any]:
             if kind == "text":
                 pieces.append(text_block(inner, where))
             elif kind == "image":
-                pieces.append("[image omitted]")
+                shown.append(_image_part(inner, where))
+                pieces.append(f"[image {len(shown)}: attached to the next user message]")
             elif kind == "document":
                 doc = _document_text(inner, where)
-                if doc is not None:
-                    pieces.append(doc)
+                pieces.append(OMITTED_DOCUMENT if doc is None else doc)
         text = "\n".join(pieces)
     else:
         raise invalid(f"{param}.content", "must be a string or an array of content blocks")

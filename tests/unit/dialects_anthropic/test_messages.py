@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from app.dialects.anthropic import messages_to_chat
+from app.dialects.anthropic.errors import AnthropicRequestError
+from app.dialects.anthropic.messages import OMITTED_DOCUMENT
 
 
 def body(**fields: Any) -> dict[str, Any]:
@@ -53,7 +57,7 @@ def test_text_and_images_become_content_parts() -> None:
     ]
 
 
-def test_text_documents_become_text_parts_and_pdf_documents_are_dropped() -> None:
+def test_text_documents_become_text_parts_and_pdf_documents_are_named_as_left_out() -> None:
     content = [
         {"type": "document", "title": "Notes", "source": {"type": "text", "media_type": "text/plain", "data": "abc"}},
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}},
@@ -61,13 +65,22 @@ def test_text_documents_become_text_parts_and_pdf_documents_are_dropped() -> Non
     ]
     messages = chat_messages(messages=[{"role": "user", "content": content}])
     assert messages == [
-        {"role": "user", "content": [{"type": "text", "text": "Notes\n\nabc"}, {"type": "text", "text": "summarise"}]}
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "Notes\n\nabc"},
+                {"type": "text", "text": OMITTED_DOCUMENT},  # so the model does not invent its content
+                {"type": "text", "text": "summarise"},
+            ],
+        }
     ]
 
 
-def test_user_message_whose_blocks_were_all_dropped_keeps_its_turn() -> None:
+def test_a_user_message_of_only_an_unreadable_document_says_so() -> None:
     content = [{"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0="}}]
-    assert chat_messages(messages=[{"role": "user", "content": content}]) == [{"role": "user", "content": ""}]
+    assert chat_messages(messages=[{"role": "user", "content": content}]) == [
+        {"role": "user", "content": OMITTED_DOCUMENT}
+    ]
 
 
 def test_unknown_block_types_are_dropped() -> None:
@@ -147,18 +160,47 @@ def test_only_tool_results_produce_no_user_message() -> None:
     ]
 
 
-def test_tool_result_blocks_are_joined_and_images_noted() -> None:
+def test_images_of_a_tool_result_reach_the_model_in_the_user_message_after_it() -> None:
+    png = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
     result = {
         "type": "tool_result",
         "tool_use_id": "t1",
+        "content": [{"type": "text", "text": "line 1"}, png, {"type": "text", "text": "line 2"}],
+    }
+    tool, user = chat_messages(messages=[{"role": "user", "content": [result, {"type": "text", "text": "and?"}]}])
+    assert tool == {
+        "role": "tool",
+        "tool_call_id": "t1",
+        "content": "line 1\n[image 1: attached to the next user message]\nline 2",
+    }
+    assert user == {
+        "role": "user",
         "content": [
-            {"type": "text", "text": "line 1"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
-            {"type": "text", "text": "line 2"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "text", "text": "and?"},
         ],
     }
-    message = chat_messages(messages=[{"role": "user", "content": [result]}])[0]
-    assert message["content"] == "line 1\n[image omitted]\nline 2"
+    only = chat_messages(messages=[{"role": "user", "content": [result]}])  # Claude Code's Read of a screenshot
+    assert only[1] == {
+        "role": "user",
+        "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}],
+    }
+
+
+def test_consecutive_messages_of_one_role_are_one_turn_so_tool_calls_stay_with_their_results() -> None:
+    messages = [
+        {"role": "user", "content": "read both"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {"p": "a"}}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t2", "name": "Read", "input": {"p": "b"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "A"}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t2", "content": "B"}]},
+    ]
+    converted = chat_messages(messages=messages)
+    assert [m["role"] for m in converted] == ["user", "assistant", "tool", "tool"]
+    assert [call["id"] for call in converted[1]["tool_calls"]] == ["t1", "t2"]
+    with pytest.raises(AnthropicRequestError) as caught:
+        chat_messages(messages=[{"role": "user", "content": "x"}, {"role": "user", "content": [{"type": "text"}]}])
+    assert caught.value.param == "messages.1.content.0.text"  # a merged turn's errors name their own message
 
 
 def test_tool_result_error_is_prefixed() -> None:
