@@ -2,8 +2,11 @@
 
 The upstream body is rebuilt from ``FIELDS`` only: a client can never choose the destination or
 smuggle provider options (``api_base``, headers...). Unknown fields are dropped silently, as many
-clients send fields of newer API versions. Every check failure is an ``InvalidRequest`` (400) whose
-``param`` names the field; nothing here can raise anything else.
+clients send fields of newer API versions -- except those asking for what the upstream cannot do
+(``_REFUSED``: legacy ``functions``, audio output, web search), a 400 rather than a different answer.
+With both ``max_completion_tokens`` and ``max_tokens``, the first is the limit (Ark refuses both).
+Every check failure is an ``InvalidRequest`` (400) whose ``param`` names the field; nothing here can
+raise anything else.
 
 Rewrites: role ``developer`` -> ``system`` (Ark may refuse it); ``reasoning_effort`` ``none`` ->
 ``minimal`` and ``xhigh``/``max`` -> ``high`` (Ark's range). ``reasoning_content`` in assistant
@@ -162,6 +165,29 @@ _check_n = integer("n", 1, MAX_N)
 _MAX_TOKENS_CHECKS = [(name, integer(name, 1, MAX_TOKENS)) for name in ("max_completion_tokens", "max_tokens")]
 
 
+def _refuse(message: str, param: str, *, unless: Callable[[Any], bool] = lambda _value: False) -> Callable[[Any], None]:
+    def check(value: Any) -> None:
+        if not unless(value):
+            raise _fail(message, param)
+
+    return check
+
+
+_LEGACY = "'functions' and 'function_call' are the legacy form of tools: send 'tools' and 'tool_choice'."
+# what the upstream cannot do: refused with a 400, never dropped with the client none the wiser
+_REFUSED: dict[str, Callable[[Any], None]] = {
+    "functions": _refuse(_LEGACY, "functions"),
+    "function_call": _refuse(_LEGACY, "function_call"),
+    "modalities": _refuse(
+        "This gateway's models answer in text: 'modalities' cannot include 'audio'.",
+        "modalities",
+        unless=lambda value: isinstance(value, list) and "audio" not in value,
+    ),
+    "audio": _refuse("Audio output is not available through this gateway.", "audio"),
+    "web_search_options": _refuse("Web search is not available through this gateway.", "web_search_options"),
+}
+
+
 def _messages(value: Any) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not value:
         raise _fail("'messages' must be a non-empty list.", "messages")
@@ -209,6 +235,8 @@ def parse_chat_request(
         check = FIELDS.get(name)
         if check is not None and value is not None:
             forward[name] = check(value)
+        elif check is None and name in _REFUSED and value is not None:
+            _REFUSED[name](value)
     if "top_logprobs" in forward and forward.get("logprobs") is not True:
         raise _fail("'top_logprobs' requires 'logprobs': true.", "top_logprobs")
 
@@ -236,7 +264,7 @@ def parse_chat_request(
         stream=bool(stream),
         include_usage=include_usage,
         n=n,
-        max_output_tokens=min(limits) if limits else None,
+        max_output_tokens=limits[0] if limits else None,  # max_completion_tokens wins (PROTOCOL 1.1)
         response_headers={} if response_headers is None else response_headers,
         context=context,
     )

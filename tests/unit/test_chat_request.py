@@ -70,9 +70,9 @@ def test_routing_fields_are_not_in_the_forwarded_body() -> None:
 
 @pytest.mark.parametrize(
     ("max_tokens", "max_completion_tokens", "expected"),
-    [(100, None, 100), (None, 200, 200), (300, 50, 50), (50, 300, 50), (None, None, None)],
+    [(100, None, 100), (None, 200, 200), (300, 50, 50), (50, 300, 300), (None, None, None)],
 )
-def test_max_output_tokens_is_the_smaller_limit(max_tokens, max_completion_tokens, expected) -> None:
+def test_max_completion_tokens_wins_over_max_tokens(max_tokens, max_completion_tokens, expected) -> None:
     request = parse_chat_request(body(max_tokens=max_tokens, max_completion_tokens=max_completion_tokens))
     assert request.max_output_tokens == expected
 
@@ -233,3 +233,25 @@ def test_error_messages_never_echo_the_offending_value() -> None:
     for payload in (body(user=[secret]), body(stop={"x": secret}), body(temperature=secret)):
         error = refused(payload)
         assert secret not in error.message
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"function_call": {"name": "f"}}, "function_call"),
+        ({"modalities": ["text", "audio"]}, "modalities"),
+        ({"modalities": "audio"}, "modalities"),
+        ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
+        ({"web_search_options": {}}, "web_search_options"),
+    ],
+)
+def test_asking_for_what_the_upstream_cannot_do_is_a_400_not_a_different_answer(fields, param) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        parse_chat_request(body(**fields))
+    assert caught.value.param == param
+
+
+def test_text_only_modalities_and_null_legacy_fields_pass() -> None:
+    request = parse_chat_request(body(modalities=["text"], functions=None, function_call=None, audio=None))
+    assert request.body == {"messages": [{"role": "user", "content": "hi"}]}
