@@ -15,6 +15,7 @@
     thinking enabled/disabled/adaptive thinking {"type": enabled/disabled/auto}; absent -> nothing sent
     output_config.effort               reasoning_effort (xhigh and max -> high)
     output_config.format json_schema   response_format json_schema named "output"
+    output_format (older SDKs)         the same as output_config.format
     stream                             stream (+ stream_options.include_usage, the translator needs usage)
 
 Claude Code starts its system prompt with an ``x-anthropic-billing-header: cc_version=...; cch=...;``
@@ -97,6 +98,11 @@ def translate(body: Any) -> tuple[dict[str, Any], list[str]]:
     if thinking is not None:
         chat["thinking"] = {"type": _thinking_type(thinking)}
     _output_config(body.get("output_config"), chat)
+    legacy = body.get("output_format")  # the earlier place of output_config.format, still sent by older SDKs
+    if legacy is not None:
+        if isinstance(body.get("output_config"), dict) and body["output_config"].get("format") is not None:
+            raise invalid("output_format", "give either output_format or output_config.format, not both")
+        _output_config({"format": legacy}, chat, where="output_format")
     return chat, dropped
 
 
@@ -218,7 +224,7 @@ def _thinking_type(raw: Any) -> str:
     return _THINKING[kind]
 
 
-def _output_config(raw: Any, chat: dict[str, Any]) -> None:
+def _output_config(raw: Any, chat: dict[str, Any], *, where: str = "output_config.format") -> None:
     if raw is None:
         return
     if not isinstance(raw, dict):
@@ -231,8 +237,8 @@ def _output_config(raw: Any, chat: dict[str, Any]) -> None:
     output_format = raw.get("format")
     if output_format is not None:
         if not isinstance(output_format, dict) or output_format.get("type") != "json_schema":
-            raise invalid("output_config.format.type", "must be 'json_schema'")
+            raise invalid(f"{where}.type", "must be 'json_schema'")
         schema = output_format.get("schema")
         if not isinstance(schema, dict):
-            raise invalid("output_config.format.schema", "must be a JSON schema object")
+            raise invalid(f"{where}.schema", "must be a JSON schema object")
         chat["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}

@@ -245,6 +245,19 @@ def test_output_config_format_becomes_json_schema_response_format() -> None:
     assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
 
 
+def test_the_older_top_level_output_format_is_the_same_as_output_config_format() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "string"}}}
+    fmt = {"type": "json_schema", "schema": schema}
+    chat = messages_to_chat(body(output_format=fmt))
+    assert chat["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    with pytest.raises(AnthropicRequestError) as both:
+        messages_to_chat(body(output_format=fmt, output_config={"format": fmt}))
+    assert both.value.param == "output_format"
+    with pytest.raises(AnthropicRequestError) as wrong:
+        messages_to_chat(body(output_format={"type": "text"}))
+    assert wrong.value.param == "output_format.type"
+
+
 def test_streaming_asks_the_upstream_for_usage() -> None:
     chat = messages_to_chat(body(stream=True))
     assert chat["stream"] is True
