@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from app import pipeline
+from app.dialects import upstream_tool_name
 from app.money.records import Refusal
 from app.money.rules import Quote
 from app.relay import Relay
@@ -487,3 +488,36 @@ async def test_a_request_cancelled_while_its_reservation_is_written_still_gives_
     assert harness.services.lifecycle.inflight == 0
     assert harness.upstream.requests == []
     await nothing_charged(harness, key_id)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_name_longer_than_chat_allows_goes_upstream_aliased_and_comes_back_as_the_clients(
+    harness: Harness, stream: bool
+) -> None:
+    _, key = await harness.create_key()
+    long_name = "mcp__enterprise_github_server__list_repository_collaborators_for_organization_x"  # 79 characters
+    alias = upstream_tool_name(long_name)
+    harness.upstream.enqueue({"tool_calls": [{"id": "call_1", "name": alias, "arguments": '{"org": "a"}'}]})
+    history = [
+        {"role": "user", "content": "list them"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t0", "name": long_name, "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t0", "content": "none yet"}]},
+    ]
+    body = {
+        "model": MODEL,
+        "max_tokens": 50,
+        "stream": stream,
+        "messages": history,
+        "tools": [{"name": long_name, "input_schema": {"type": "object"}}],
+        "tool_choice": {"type": "tool", "name": long_name},
+    }
+    async with harness.client(key) as client:
+        response = await client.post("/v1/messages", json=body)
+    assert response.status_code == 200, response.text
+    sent = harness.upstream.requests[-1]
+    assert [tool["function"]["name"] for tool in sent["tools"]] == [alias]
+    assert len(alias) <= 64
+    assert sent["tool_choice"] == {"type": "function", "function": {"name": alias}}
+    assert sent["messages"][1]["tool_calls"][0]["function"]["name"] == alias  # the history agrees with the tools
+    assert long_name in response.text
+    assert alias not in response.text  # the client sees only its own name

@@ -11,13 +11,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from dataclasses import replace
 from typing import Any
 
 from app.chat_request import ChatRequest, model_of, parse_chat_request
 from app.dialects import DROPPED_TOOLS_HEADER, Reply
 from app.dialects.anthropic.errors import AnthropicRequestError
-from app.dialects.anthropic.request import translate
+from app.dialects.anthropic.request import tool_names, translate
 from app.dialects.anthropic.response import chat_to_message
 from app.dialects.anthropic.stream import MessageStreamTranslator
 from app.errors import Envelope, GatewayError, InvalidRequest, anthropic_error_type
@@ -63,14 +62,14 @@ class AnthropicMessages:
             chat, dropped = translate(body)
         except AnthropicRequestError as exc:
             raise InvalidRequest(exc.message, param=exc.param, code=exc.code) from None
-        request = parse_chat_request(chat)
-        if dropped:
-            request = replace(request, response_headers={DROPPED_TOOLS_HEADER: ",".join(dropped)})
-        return request
+        headers = {DROPPED_TOOLS_HEADER: ",".join(dropped)} if dropped else None
+        return parse_chat_request(chat, response_headers=headers, context=tool_names(body) or None)
 
     def render(self, answer: dict[str, Any], raw: bytes, reply: Reply) -> bytes:
-        message = chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign)
+        names = reply.context or {}  # the client's names of tools that went upstream under another
+        message = chat_to_message(answer, model=reply.model, message_id=message_id(reply), sign=self._sign, names=names)
         return dumps_compact(message)  # an upstream's lone surrogate is written escaped, never a 500
 
     def stream(self, request: ChatRequest, reply: Reply) -> MessagesStream:
-        return MessagesStream(reply.model, message_id(reply), reply.prompt_tokens, self._sign)
+        names = request.context or {}
+        return MessagesStream(reply.model, message_id(reply), reply.prompt_tokens, self._sign, names)

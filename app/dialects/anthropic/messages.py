@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.dialects import upstream_tool_name
 from app.dialects.anthropic.errors import AnthropicRequestError
 from app.json import dumps_compact
 
@@ -259,7 +260,7 @@ def _tool_call(block: dict[str, Any], param: str) -> dict[str, Any]:
     return {
         "id": call_id,
         "type": "function",
-        "function": {"name": name, "arguments": compact_json(arguments)},
+        "function": {"name": upstream_tool_name(name), "arguments": compact_json(arguments)},
     }
 
 

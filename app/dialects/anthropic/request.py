@@ -32,6 +32,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from app.dialects import upstream_tool_name
 from app.dialects.anthropic.errors import AnthropicRequestError
 from app.dialects.anthropic.messages import convert_messages, invalid, text_block
 from app.dialects.anthropic.server_tools import is_server_tool, refuse_if_needed, system_note, tool_name
@@ -40,6 +41,9 @@ _THINKING = {"enabled": "enabled", "disabled": "disabled", "adaptive": "auto"}
 _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "high", "max": "high"}
 _TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 _BILLING_LINES = re.compile(r"\A(?:x-anthropic-billing-header:[^\n]*(?:\n|\Z))+")
+
+
+MAX_TOOL_NAME = 128  # Anthropic's limit; chat's is 64 (longer ones go upstream as upstream_tool_name)
 
 
 def messages_to_chat(body: Any) -> dict[str, Any]:
@@ -170,18 +174,30 @@ def _tools(raw_tools: Any, raw_choice: Any, chat: dict[str, Any]) -> list[str]:
     return dropped
 
 
+def tool_names(body: dict[str, Any]) -> dict[str, str]:
+    """The client's tool names that went upstream under another name (longer than chat allows, or with
+    other characters): upstream name -> the client's. For a body ``translate`` accepted."""
+    names: dict[str, str] = {}
+    tools = body.get("tools")
+    for tool in tools if isinstance(tools, list) else ():
+        name = tool.get("name") if isinstance(tool, dict) and not is_server_tool(tool) else None
+        if isinstance(name, str) and upstream_tool_name(name) != name:
+            names[upstream_tool_name(name)] = name
+    return names
+
+
 def _function(tool: Any, param: str) -> dict[str, Any] | None:
     if not isinstance(tool, dict):
         raise invalid(param, "must be an object")
     if is_server_tool(tool):
         return None  # web_search_20250305, ... run at Anthropic: the upstream has no such thing
     name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise invalid(f"{param}.name", "must be a non-empty string")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_TOOL_NAME:
+        raise invalid(f"{param}.name", f"must be a non-empty string of at most {MAX_TOOL_NAME} characters")
     schema = tool.get("input_schema")
     if not isinstance(schema, dict):
         raise invalid(f"{param}.input_schema", "must be a JSON schema object")
-    function: dict[str, Any] = {"name": name}
+    function: dict[str, Any] = {"name": upstream_tool_name(name)}  # mapped back: tool_names()
     description = tool.get("description")
     if description is not None:
         if not isinstance(description, str):
@@ -200,7 +216,7 @@ def _tool_choice(raw: Any) -> tuple[Any, bool | None]:
         name = raw.get("name")
         if not isinstance(name, str) or not name:
             raise invalid("tool_choice.name", "must be a non-empty string")
-        choice = {"type": "function", "function": {"name": name}}
+        choice = {"type": "function", "function": {"name": upstream_tool_name(name)}}
     elif isinstance(kind, str) and kind in _TOOL_CHOICE:
         choice = _TOOL_CHOICE[kind]
     else:

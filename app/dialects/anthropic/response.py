@@ -16,13 +16,14 @@ Rules shared with the stream translator:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
 
 from app.dialects import runnable_function
 
+_NO_NAMES: Mapping[str, str] = {}
 _STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -64,7 +65,15 @@ def tool_input(arguments: str) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"_raw": arguments}
 
 
-def chat_to_message(chat: dict[str, Any], *, model: str, message_id: str, sign: Callable[[str], str]) -> dict[str, Any]:
+def chat_to_message(
+    chat: dict[str, Any],
+    *,
+    model: str,
+    message_id: str,
+    sign: Callable[[str], str],
+    names: Mapping[str, str] = _NO_NAMES,
+) -> dict[str, Any]:
+    """The answer as an Anthropic message; ``names`` maps tool names sent upstream back to the client's."""
     choices = chat.get("choices")
     choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
     message = choice.get("message")
@@ -79,7 +88,7 @@ def chat_to_message(chat: dict[str, Any], *, model: str, message_id: str, sign: 
         content.append({"type": "text", "text": text})
     calls = message.get("tool_calls")
     for position, call in enumerate(calls if isinstance(calls, list) else []):
-        block = _tool_use(call, message_id, position)
+        block = _tool_use(call, message_id, position, names)
         if block is not None:
             content.append(block)
     has_tool_use = any(block["type"] == "tool_use" for block in content)
@@ -108,7 +117,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _tool_use(call: Any, message_id: str, position: int) -> dict[str, Any] | None:
+def _tool_use(call: Any, message_id: str, position: int, names: Mapping[str, str]) -> dict[str, Any] | None:
     function = runnable_function(call)
     if function is None:
         return None
@@ -121,7 +130,7 @@ def _tool_use(call: Any, message_id: str, position: int) -> dict[str, Any] | Non
     return {
         "type": "tool_use",
         "id": call_id if isinstance(call_id, str) and call_id else synthetic_tool_id(message_id, position),
-        "name": function["name"],
+        "name": names.get(function["name"], function["name"]),
         "input": parsed,
     }
 

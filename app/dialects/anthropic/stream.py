@@ -26,7 +26,7 @@ Invariants of the produced stream:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from app.dialects.anthropic.response import stop_reason_for, synthetic_tool_id, usage_to_anthropic
@@ -54,8 +54,16 @@ class _ToolCall:
 
 
 class MessageStreamTranslator:
-    def __init__(self, model: str, message_id: str, input_tokens_estimate: int, sign: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        model: str,
+        message_id: str,
+        input_tokens_estimate: int,
+        sign: Callable[[str], str],
+        names: Mapping[str, str] | None = None,
+    ) -> None:
         self.model = model
+        self._names = names or {}  # tool names sent upstream -> the client's (``upstream_tool_name``)
         self.message_id = message_id
         self.input_tokens_estimate = input_tokens_estimate
         self._sign = sign
@@ -217,7 +225,8 @@ class MessageStreamTranslator:
             self._open_tool_block(position, tool, out)  # with its first arguments (or at finish, if none come)
 
     def _open_tool_block(self, position: int, tool: _ToolCall, out: bytearray) -> None:
-        tool.block = self._start_block({"type": "tool_use", "id": tool.id, "name": tool.name, "input": {}}, out)
+        name = self._names.get(tool.name or "", tool.name)
+        tool.block = self._start_block({"type": "tool_use", "id": tool.id, "name": name, "input": {}}, out)
         self._open_tool = position
         self._has_tool_use = True
         self._send_arguments(tool, out)

@@ -11,16 +11,12 @@ as chat's ``tool_choice``.
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.chat_request import TOOL_NAME
-from app.dialects import tool_label
+from app.dialects import tool_label, upstream_tool_name
 from app.dialects.responses.errors import invalid
-
-_UNSAFE_NAME = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 @dataclass(slots=True)
@@ -38,14 +34,9 @@ class Tools:
 
 
 def flat_name(namespace: str, name: str) -> str:
-    """``<namespace>__<name>`` as chat allows a name; one that had to be changed for that (characters
-    replaced, cut at 64) ends in a hash of the original, so two tools never share a flattened name."""
-    joined = f"{namespace}__{name}"
-    safe = _UNSAFE_NAME.sub("_", joined)
-    if safe == joined and len(safe) <= 64:
-        return safe
-    digest = hashlib.sha256(joined.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-    return f"{safe[:55]}_{digest}"
+    """``<namespace>__<name>`` as chat allows a name (``app.dialects.upstream_tool_name``: one that had to
+    be changed ends in a hash of the original, so two tools never share a flattened name)."""
+    return upstream_tool_name(f"{namespace}__{name}")
 
 
 def convert_tools(raw: Any) -> Tools:
