@@ -110,11 +110,35 @@ def _tools(value: Any) -> Any:
 def _tool_choice(value: Any) -> Any:
     if value in ("none", "auto", "required"):
         return value
+    if isinstance(value, dict) and value.get("type") == "allowed_tools":
+        allowed = value.get("allowed_tools")
+        if not isinstance(allowed, dict) or allowed.get("mode", "auto") not in ("auto", "required"):
+            raise _fail("'tool_choice.allowed_tools' needs a 'mode' of auto or required.", "tool_choice.allowed_tools")
+        if not isinstance(allowed.get("tools"), list):
+            raise _fail("'tool_choice.allowed_tools.tools' must be an array of tools.", "tool_choice.allowed_tools")
+        return value  # applied to the tools once they are read: _allowed_tools
     fn = value.get("function") if isinstance(value, dict) else None
     if isinstance(value, dict) and value.get("type") == "function" and isinstance(fn, dict):
         if isinstance(fn.get("name"), str):
             return value
     raise _fail("'tool_choice' must be none, auto, required or {'type': 'function', ...}.", "tool_choice")
+
+
+def _allowed_tools(forward: dict[str, Any], allowed: dict[str, Any]) -> None:
+    """``tool_choice: allowed_tools`` as every upstream understands it: only the listed tools go, and its
+    ``mode`` is the ``tool_choice`` (the model may call no other tool)."""
+    names = set()
+    for tool in allowed["tools"]:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and isinstance(function.get("name"), str):
+            names.add(function["name"])
+    kept = [tool for tool in forward.get("tools", ()) if tool["function"]["name"] in names]
+    if not kept:
+        raise _fail(
+            "'tool_choice.allowed_tools.tools' allows none of the request's tools.", "tool_choice.allowed_tools"
+        )
+    forward["tools"] = kept
+    forward["tool_choice"] = allowed.get("mode", "auto")
 
 
 def _response_format(value: Any) -> Any:
@@ -237,6 +261,9 @@ def parse_chat_request(
             forward[name] = check(value)
         elif check is None and name in _REFUSED and value is not None:
             _REFUSED[name](value)
+    choice = forward.get("tool_choice")
+    if type(choice) is dict and choice.get("type") == "allowed_tools":
+        _allowed_tools(forward, choice["allowed_tools"])
     if "top_logprobs" in forward and forward.get("logprobs") is not True:
         raise _fail("'top_logprobs' requires 'logprobs': true.", "top_logprobs")
 

@@ -255,3 +255,20 @@ def test_asking_for_what_the_upstream_cannot_do_is_a_400_not_a_different_answer(
 def test_text_only_modalities_and_null_legacy_fields_pass() -> None:
     request = parse_chat_request(body(modalities=["text"], functions=None, function_call=None, audio=None))
     assert request.body == {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_allowed_tools_sends_only_the_listed_tools_with_its_mode_as_tool_choice() -> None:
+    tools = [{"type": "function", "function": {"name": name}} for name in ("a", "b", "c")]
+    listed = [{"type": "function", "function": {"name": "a"}}, {"type": "function", "function": {"name": "c"}}]
+    choice = {"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": listed}}
+    request = parse_chat_request(body(tools=tools, tool_choice=choice))
+    assert [tool["function"]["name"] for tool in request.body["tools"]] == ["a", "c"]
+    assert request.body["tool_choice"] == "required"
+    for bad in (
+        {"type": "allowed_tools", "allowed_tools": {"mode": "none", "tools": listed}},
+        {"type": "allowed_tools", "allowed_tools": {"tools": "a"}},
+        {"type": "allowed_tools", "allowed_tools": {"tools": [{"type": "function", "function": {"name": "z"}}]}},
+    ):
+        with pytest.raises(InvalidRequest) as caught:
+            parse_chat_request(body(tools=tools, tool_choice=bad))
+        assert caught.value.param == "tool_choice.allowed_tools"
