@@ -175,7 +175,7 @@ class LedgerMachine(RuleBasedStateMachine):
         extra, shortfall = clamp_charge(difference, self.available) if difference > 0 else (difference, 0)
         assert self.run(self.ledger.settle(hold, draft(hold, cost))) == Settlement(extra, shortfall, late=True)
         self.available -= extra
-        self.quota_spent += extra
+        self.quota_spent = max(0, self.quota_spent + extra)  # a refund from a past month's charge stops at 0
 
     @precondition(lambda self: self.closed)
     @rule(pick=st.integers(min_value=0), cost=costs, settle=st.booleans())
