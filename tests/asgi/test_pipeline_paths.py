@@ -38,6 +38,21 @@ async def nothing_charged(harness: Harness, key_id: str) -> None:
     assert (await harness.key(key_id))["balance_usd"] == "10.00"
 
 
+async def cancelled_once(harness: Harness, key: str, body: dict[str, Any], reached: asyncio.Event) -> None:
+    """A chat request whose task is cancelled (the client gone, or a shutdown past its grace) once
+    ``reached`` is set."""
+
+    async def send() -> None:
+        async with harness.client(key) as client:
+            await client.post("/v1/chat/completions", json=body)
+
+    task = asyncio.create_task(send())
+    await asyncio.wait_for(reached.wait(), 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def policy_events(harness: Harness, key_id: str) -> list[dict[str, Any]]:
     async with harness.admin() as admin:
         rows: list[dict[str, Any]] = (await admin.get("/admin/policy-events", params={"key_id": key_id})).json()["data"]
@@ -255,15 +270,7 @@ async def test_a_client_that_goes_away_while_the_stream_is_primed_releases_every
 
     monkeypatch.setattr(Relay, "prime", never)
 
-    async def send() -> None:
-        async with harness.client(key) as client:
-            await client.post("/v1/chat/completions", json=chat(stream=True))
-
-    task = asyncio.create_task(send())
-    await asyncio.wait_for(primed.wait(), 5)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancelled_once(harness, key, chat(stream=True), primed)
     assert harness.upstream.responses[-1].closed
     assert await harness.ledger_balanced()
     assert harness.services.lifecycle.inflight == 0
@@ -285,15 +292,7 @@ async def test_a_request_cancelled_while_the_upstreams_refusal_is_recorded_still
     monkeypatch.setattr(pipeline, "record_upstream_error", slow_record)
     harness.upstream.enqueue({"status": 400, "error_body": {"error": {"message": "no", "type": "BadRequest"}}})
 
-    async def send() -> None:
-        async with harness.client(key) as client:
-            await client.post("/v1/chat/completions", json=chat())
-
-    task = asyncio.create_task(send())
-    await asyncio.wait_for(recording.wait(), 5)
-    task.cancel()  # e.g. the shutdown grace ran out
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancelled_once(harness, key, chat(), recording)
     assert harness.services.lifecycle.inflight == 0
     assert len(harness.services.leases) == 0
     await nothing_charged(harness, key_id)
@@ -471,15 +470,7 @@ async def test_a_request_cancelled_while_its_reservation_is_written_still_gives_
 
     monkeypatch.setattr(ledger, "reserve", slow_reserve)
 
-    async def send() -> None:
-        async with harness.client(key) as client:
-            await client.post("/v1/chat/completions", json=chat())
-
-    task = asyncio.create_task(send())
-    await asyncio.wait_for(writing.wait(), 5)
-    task.cancel()  # e.g. the shutdown grace ran out
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await cancelled_once(harness, key, chat(), writing)
     assert await writes[0] is None  # the reservation was made after all
     await ledger.flush()
     async with harness.services.db.read() as conn:
