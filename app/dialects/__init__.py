@@ -25,26 +25,25 @@ import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from app.chat_request import ChatRequest
+from app.chat_request import TOOL_NAME, ChatRequest
 from app.errors import Envelope, GatewayError
 
 # names the client's tools the upstream cannot run and the gateway left out (every dialect)
 DROPPED_TOOLS_HEADER = "x-seedgate-dropped-tools"
-_CHAT_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
-_NOT_IN_A_NAME = re.compile(r"[^a-zA-Z0-9_-]")
+_NOT_IN_A_NAME = re.compile(r"[^a-zA-Z0-9_-]")  # what chat's TOOL_NAME does not allow
 
 
 def tool_label(label: str) -> str:
     """A client's tool name or type as it may go into a header (``DROPPED_TOOLS_HEADER``) or an error
     message: ASCII letters, digits, ``_`` and ``-`` only, at most 64 of them (``"tool"`` if none is left)."""
-    return "".join(c for c in label[:64] if c.isascii() and (c.isalnum() or c in "_-")) or "tool"
+    return _NOT_IN_A_NAME.sub("", label[:64]) or "tool"
 
 
 def upstream_tool_name(name: str) -> str:
     """A client's tool name as chat allows it (``^[a-zA-Z0-9_-]{1,64}$``): itself when it already is; else
     its allowed characters, cut to 55, and a hash of the whole name (two names never become one). A
     translating dialect maps the model's calls back to the client's name."""
-    if _CHAT_TOOL_NAME.fullmatch(name):
+    if TOOL_NAME.fullmatch(name):
         return name
     digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
     return f"{_NOT_IN_A_NAME.sub('_', name)[:55]}_{digest}"

@@ -181,8 +181,8 @@ def tool_names(body: dict[str, Any]) -> dict[str, str]:
     tools = body.get("tools")
     for tool in tools if isinstance(tools, list) else ():
         name = tool.get("name") if isinstance(tool, dict) and not is_server_tool(tool) else None
-        if isinstance(name, str) and upstream_tool_name(name) != name:
-            names[upstream_tool_name(name)] = name
+        if isinstance(name, str) and (alias := upstream_tool_name(name)) != name:
+            names[alias] = name
     return names
 
 
