@@ -145,23 +145,22 @@ async def handle(services: Services, inbound: Inbound, dialect: Dialect) -> Resp
 async def reserve(services: Services, admission: Admission) -> None:
     """Reserve the quote's worst case; if the key cannot cover it, an affordable smaller one; else refuse."""
     min_output = services.settings.billing.min_affordable_output_tokens
-    hold = hold_for(admission)
-    refusal = await reserve_owned(services, admission, hold)
+    refusal = await reserve_owned(services, admission)
     if refusal is not None and refusal.reason != "key":
         capped = rules.affordable(admission.quote, refusal.room, min_output_tokens=min_output)
         if capped is not None:
             admission.quote = capped
-            hold = hold_for(admission)
-            refusal = await reserve_owned(services, admission, hold)
+            refusal = await reserve_owned(services, admission)
     if refusal is not None:
         raise refused(refusal, admission.quote, min_output)
 
 
-async def reserve_owned(services: Services, admission: Admission, hold: Hold) -> Refusal | None:
-    """One reservation; once made, the admission owns the hold (``settle`` gives it back). A request
-    cancelled while the write runs (a shutdown while the database is locked) owns it too: the write may
-    still commit -- the SQLite writer runs it, then the release queued behind it -- and a hold left to
-    lapse would be recovered as if the request had gone upstream."""
+async def reserve_owned(services: Services, admission: Admission) -> Refusal | None:
+    """One reservation of the admission's quote; once made, the admission owns the hold (``settle`` gives
+    it back). A request cancelled while the write runs (a shutdown while the database is locked) owns it
+    too: the write may still commit -- the SQLite writer runs it, then the release queued behind it --
+    and a hold left to lapse would be recovered as if the request had gone upstream."""
+    hold = hold_for(admission)
     try:
         refusal = await services.ledger.reserve(hold)
     except asyncio.CancelledError:
