@@ -11,7 +11,8 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -190,50 +191,49 @@ def test_a_stalled_reader_past_the_lease_is_charged_the_real_usage(tmp_path: Pat
         gateway.terminate()
 
 
-def test_a_client_that_stops_reading_is_cut_after_the_write_timeout_and_billed_for_what_was_sent(
-    tmp_path: Path, fake: FakeUpstreamThread
-) -> None:
+@contextmanager
+def a_reader_that_never_reads(
+    tmp_path: Path, fake: FakeUpstreamThread, script: dict[str, Any], *, max_tokens: int, balance: str
+) -> Iterator[tuple[GatewayProcess, str, dict[str, Any]]]:
+    """A stream whose client never reads a byte (a tiny receive buffer) on a gateway with a 1 s write
+    timeout: the gateway, the key and the request's usage row, settled within 10 s."""
     extra = {
         "server": {"client_write_timeout_seconds": 1},
-        "models": [{**base_config(fake.url, "x")["models"][0], "max_output_tokens": 400_000}],
+        "models": [{**base_config(fake.url, "x")["models"][0], "max_output_tokens": max_tokens}],
     }
     gateway = GatewayProcess(tmp_path, gateway_config(tmp_path, fake.url, extra)).start()
     try:
-        key_id, key = gateway.create_key("5")
-        fake.enqueue({"content_chunks": ["x" * 4000] * 2000, "usage": "omit"})  # 8 MB: far more than the buffers
-        sock = open_raw_stream(gateway, key, chat_body(stream=True, max_tokens=400_000), rcvbuf=4096)
+        key_id, key = gateway.create_key(balance)
+        fake.enqueue(script)
+        sock = open_raw_stream(gateway, key, chat_body(stream=True, max_tokens=max_tokens), rcvbuf=4096)
         started = time.monotonic()
         [row] = settled_rows(gateway, key_id, timeout=15)  # settled while the client still never read a byte
         assert time.monotonic() - started < 10
         sock.close()
+        yield gateway, key_id, row
+    finally:
+        gateway.terminate()
+
+
+def test_a_client_that_stops_reading_is_cut_after_the_write_timeout_and_billed_for_what_was_sent(
+    tmp_path: Path, fake: FakeUpstreamThread
+) -> None:
+    script = {"content_chunks": ["x" * 4000] * 2000, "usage": "omit"}  # 8 MB: far more than the buffers
+    with a_reader_that_never_reads(tmp_path, fake, script, max_tokens=400_000, balance="5") as (gateway, _, row):
         assert (row["status"], row["partial"], row["estimated"]) == ("client_stalled", True, True)
         assert 0 < row["completion_tokens"] < 2_000_000  # what was forwarded before the cut, not the whole answer
         assert gateway.ledger()["balanced"] is True
-    finally:
-        gateway.terminate()
 
 
 def test_a_client_that_stops_reading_on_the_streams_last_write_is_cut_after_the_write_timeout_too(
     tmp_path: Path, fake: FakeUpstreamThread
 ) -> None:
-    extra = {
-        "server": {"client_write_timeout_seconds": 1},
-        "models": [{**base_config(fake.url, "x")["models"][0], "max_output_tokens": 4_000_000}],
-    }
-    gateway = GatewayProcess(tmp_path, gateway_config(tmp_path, fake.url, extra)).start()
-    try:
-        key_id, key = gateway.create_key("100")
-        fake.enqueue({"content_chunks": ["x" * 3_000_000]})  # the whole answer in one write, larger than the buffers
-        sock = open_raw_stream(gateway, key, chat_body(stream=True, max_tokens=4_000_000), rcvbuf=4096)
-        started = time.monotonic()
-        [row] = settled_rows(gateway, key_id, timeout=15)  # settled while the client still never read a byte
-        assert time.monotonic() - started < 10
-        sock.close()
+    script = {"content_chunks": ["x" * 3_000_000]}  # the whole answer in one write, larger than the buffers
+    with a_reader_that_never_reads(tmp_path, fake, script, max_tokens=4_000_000, balance="100") as found:
+        gateway, key_id, row = found
         assert row["status"] in ("ok", "client_stalled")  # the answer was whole when the last write stalled
         assert gateway.key(key_id)["held_usd"] == "0.00"
         assert gateway.ledger()["balanced"] is True
-    finally:
-        gateway.terminate()
 
 
 def test_kill_9_in_a_requests_first_checkpoint_interval_charges_its_prompt_estimate(
